@@ -1,0 +1,198 @@
+"""Typed consumption. Each message is decoded into the event model of its topic; one that fails
+validation goes to the dead-letter topic with its reason and is skipped, so a consumer never
+stops on bad input. Offsets are committed explicitly (after the dead letters are flushed), and
+the client is created on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streams.deadletter import DeadLetterWriter
+from streams.errors import BrokerUnavailable, SerdeError, StreamsError
+from streams.schemas import Event
+from streams.serde import decode
+
+E = TypeVar("E", bound=Event)
+
+#: ``(topic, partition)`` — used instead of kafka's TopicPartition outside this package.
+PartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Received(Generic[E]):
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    timestamp_ms: int
+    event: E
+
+
+class EventConsumer:
+    """Consumes ``topics`` (a map of topic → event model).
+
+    With ``group_id`` and no :meth:`assign` call, partitions are balanced across the group;
+    :meth:`assign` takes every partition of the topics by hand instead (for processes that keep
+    their own offsets, such as the learner's checkpoint).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: dict[str, type[Event]],
+        *,
+        group_id: str | None,
+        deadletter: DeadLetterWriter | None = None,
+        auto_offset_reset: str = "earliest",
+        client_id: str = "copyloop",
+        **consumer_config: Any,
+    ) -> None:
+        if not topics:
+            raise ValueError("`topics` must name at least one topic")
+        self.bootstrap = bootstrap
+        self.topics = dict(topics)
+        self.group_id = group_id
+        self.deadletter = deadletter
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group_id,
+            "client_id": client_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": auto_offset_reset,
+            **consumer_config,
+        }
+        self._consumer: KafkaConsumer | None = None
+        self._assigned = False
+        #: next offset to read per partition, for everything handed out or dead-lettered
+        self.positions: dict[PartitionKey, int] = {}
+        self.dead_lettered = 0
+
+    # -- client ---------------------------------------------------------------------------
+    def _client(self) -> KafkaConsumer:
+        if self._consumer is None:
+            try:
+                self._consumer = KafkaConsumer(**self._config)
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        return self._consumer
+
+    def _ensure_subscribed(self) -> KafkaConsumer:
+        consumer = self._client()
+        if not self._assigned and not consumer.subscription():
+            consumer.subscribe(list(self.topics))
+        return consumer
+
+    def partitions(self) -> list[PartitionKey]:
+        consumer = self._client()
+        out: list[PartitionKey] = []
+        for topic in self.topics:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                raise StreamsError(f"topic `{topic}` does not exist")
+            out.extend((topic, p) for p in sorted(parts))
+        return out
+
+    def assign(self, offsets: dict[PartitionKey, int] | None = None) -> None:
+        """Take every partition by hand and start at ``offsets`` where given, else at the
+        group's committed offset, else at ``auto_offset_reset``."""
+        consumer = self._client()
+        keys = self.partitions()
+        tps = [TopicPartition(t, p) for t, p in keys]
+        try:
+            consumer.assign(tps)
+            for tp in tps:
+                key = (tp.topic, tp.partition)
+                if offsets and key in offsets:
+                    consumer.seek(tp, offsets[key])
+                    self.positions[key] = offsets[key]
+        except KafkaError as exc:
+            raise StreamsError(f"assigning {keys} failed: {exc}") from exc
+        self._assigned = True
+
+    # -- reading --------------------------------------------------------------------------
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Received[Event]]:
+        consumer = self._ensure_subscribed()
+        try:
+            batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise StreamsError(f"poll failed: {exc}") from exc
+        out: list[Received[Event]] = []
+        for tp, records in batches.items():
+            model = self.topics[tp.topic]
+            for rec in records:
+                self.positions[(tp.topic, tp.partition)] = rec.offset + 1
+                try:
+                    event = decode(model, rec.value)
+                except SerdeError as exc:
+                    self._dead_letter(tp.topic, tp.partition, rec.offset, rec.key, rec.value, exc)
+                    continue
+                key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
+                out.append(Received(tp.topic, tp.partition, rec.offset, key, rec.timestamp, event))
+        return out
+
+    def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        exc: SerdeError,
+    ) -> None:
+        self.dead_lettered += 1
+        if self.deadletter is None:
+            raise StreamsError(
+                f"undecodable message at {topic}[{partition}]@{offset} and no dead-letter writer"
+            ) from exc
+        self.deadletter.send(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            reason=exc.reason,
+        )
+
+    # -- progress -------------------------------------------------------------------------
+    def commit(self, offsets: dict[PartitionKey, int] | None = None) -> None:
+        """Commit ``offsets`` (default: everything handed out so far) for the group. Dead
+        letters are flushed first, so a committed offset never skips an unrecorded message."""
+        if self.deadletter is not None:
+            self.deadletter.flush()
+        if self.group_id is None:
+            return
+        chosen = self.positions if offsets is None else offsets
+        if not chosen:
+            return
+        payload = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in chosen.items()
+        }
+        try:
+            self._client().commit(payload)
+        except KafkaError as exc:
+            raise StreamsError(f"commit failed: {exc}") from exc
+
+    def committed(self, key: PartitionKey) -> int | None:
+        try:
+            result: int | None = self._client().committed(TopicPartition(*key))
+        except KafkaError as exc:
+            raise StreamsError(f"reading the committed offset of {key} failed: {exc}") from exc
+        return result
+
+    def end_offsets(self) -> dict[PartitionKey, int]:
+        tps = [TopicPartition(t, p) for t, p in self.partitions()]
+        try:
+            ends = self._client().end_offsets(tps)
+        except KafkaError as exc:
+            raise StreamsError(f"reading end offsets failed: {exc}") from exc
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None

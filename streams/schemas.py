@@ -1,0 +1,195 @@
+"""The wire contract (CONTRACT.md §2): frozen pydantic models, one per Kafka value.
+
+Every value carries ``schema_version`` 1; unknown fields are ignored on read so that a newer
+writer does not break an older reader. Timestamps are timezone-aware and kept in UTC, and
+serialise as RFC 3339 strings. Field names follow Open Bandit Pipeline's vocabulary
+(``action``, ``pscore``, ``action_dist``, ``context``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+SCHEMA_VERSION: Literal[1] = 1
+
+Language = Literal["zh", "en"]
+Channel = Literal["ad_headline", "product_desc", "push", "social"]
+FeedbackKind = Literal["impression", "click", "add_to_cart", "purchase"]
+ModelKind = Literal["bandit", "generator"]
+
+CHANNELS: tuple[Channel, ...] = ("ad_headline", "product_desc", "push", "social")
+LANGUAGES: tuple[Language, ...] = ("zh", "en")
+FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("impression", "click", "add_to_cart", "purchase")
+
+#: Channel length limits in characters (CONTRACT.md §5).
+CHANNEL_LIMITS: dict[Channel, dict[Language, int]] = {
+    "ad_headline": {"zh": 30, "en": 90},
+    "product_desc": {"zh": 120, "en": 400},
+    "push": {"zh": 40, "en": 120},
+    "social": {"zh": 140, "en": 280},
+}
+
+#: Trait vocabulary (CONTRACT.md §7).
+TRAITS: tuple[str, ...] = (
+    "price",
+    "discount",
+    "urgency",
+    "festive",
+    "quality",
+    "emotion",
+    "social_proof",
+    "second_person",
+    "question",
+    "exclaim",
+    "short",
+    "long",
+    "brand",
+)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+FeatureValue = str | int | float | bool | list[str]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Event(_Frozen):
+    """Base of every top-level Kafka value."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class Product(Event):
+    product_id: Identifier
+    title: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=64)
+    brand: str = Field(min_length=1, max_length=64)
+    price: float = Field(gt=0, lt=1e9, description="list price")
+    sale_price: float | None = Field(default=None, gt=0, lt=1e9)
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    attributes: dict[str, str] = Field(default_factory=dict, max_length=64)
+    language: Language = "zh"
+
+    @model_validator(mode="after")
+    def _sale_not_above_price(self) -> Product:
+        if self.sale_price is not None and self.sale_price > self.price:
+            raise ValueError(
+                f"`sale_price` must be <= `price`, got {self.sale_price} > {self.price}"
+            )
+        return self
+
+
+class Variant(_Frozen):
+    variant_id: Identifier
+    text: str = Field(min_length=1, max_length=1000)
+    language: Language
+    channel: Channel
+    traits: list[str] = Field(default_factory=list)
+    ai_generated: Literal[True] = True
+
+
+class VariantPool(Event):
+    product_id: Identifier
+    pool_version: int = Field(ge=1)
+    generator_version: str = Field(min_length=1, max_length=128)
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+    variants: list[Variant] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _unique_variant_ids(self) -> VariantPool:
+        ids = [v.variant_id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("`variants` must have unique `variant_id`s")
+        return self
+
+
+class ActionFeatures(_Frozen):
+    """One action's features as the policy scored them, so a decision can be learned from and
+    replayed without looking anything up."""
+
+    traits: list[str] = Field(default_factory=list)
+    language: Language
+    length_bucket: str = Field(min_length=1, max_length=32)
+    generator_version: str = Field(min_length=1, max_length=128)
+
+
+class Decision(Event):
+    event_id: UUID
+    ts: UtcDatetime = Field(default_factory=utc_now)
+    product_id: Identifier
+    channel: Channel
+    pool_version: int = Field(ge=1)
+    policy_version: str = Field(min_length=1, max_length=128)
+    context: dict[str, FeatureValue] = Field(default_factory=dict, max_length=256)
+    actions: list[str] = Field(min_length=1, max_length=256)
+    action_features: list[ActionFeatures] = Field(min_length=1, max_length=256)
+    action: int = Field(ge=0)
+    pscore: float = Field(gt=0, le=1)
+    action_dist: list[float] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Decision:
+        n = len(self.actions)
+        if len(self.action_features) != n:
+            raise ValueError(f"`action_features` must have {n} entries, one per action")
+        if len(self.action_dist) != n:
+            raise ValueError(f"`action_dist` must have {n} entries, one per action")
+        if self.action >= n:
+            raise ValueError(f"`action` must be < {n}, got {self.action}")
+        if any(p < 0 or not math.isfinite(p) for p in self.action_dist):
+            raise ValueError("`action_dist` must hold finite probabilities >= 0")
+        if abs(sum(self.action_dist) - 1.0) > 1e-4:
+            raise ValueError(f"`action_dist` must sum to 1, got {sum(self.action_dist):.6f}")
+        if abs(self.action_dist[self.action] - self.pscore) > 1e-6:
+            raise ValueError("`pscore` must equal `action_dist[action]`")
+        return self
+
+
+class Feedback(Event):
+    feedback_id: Identifier
+    event_id: UUID
+    ts: UtcDatetime = Field(default_factory=utc_now)
+    kind: FeedbackKind
+    value: float | None = Field(default=None, ge=0, lt=1e9)
+
+
+class ModelAnnouncement(Event):
+    kind: ModelKind
+    version: str = Field(min_length=1, max_length=128)
+    uri: str = Field(min_length=1, max_length=2048)
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+    learned_events: int | None = Field(default=None, ge=0)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class DeadLetter(Event):
+    source_topic: str
+    partition: int = Field(ge=-1)
+    offset: int = Field(ge=-1)
+    reason: str = Field(min_length=1)
+    raw: str = Field(description="base64 of the original value bytes")
+    key: str | None = Field(default=None, description="base64 of the original key bytes")
+    failed_at: UtcDatetime = Field(default_factory=utc_now)
