@@ -101,24 +101,24 @@ class TopicAdmin:
         missing = [t for t in topics.all() if t not in self.existing()]
         if not missing:
             return []
+        self.create({name: topics.configs(name) for name in missing}, partitions=partitions)
+        return missing
+
+    def create(self, configs: dict[str, dict[str, str]], *, partitions: int) -> None:
+        """Create the topics named by ``configs`` (name -> topic settings) and wait for them."""
         spec = {
-            name: {
-                "num_partitions": partitions,
-                "replication_factor": 1,
-                "configs": topics.configs(name),
-            }
-            for name in missing
+            name: {"num_partitions": partitions, "replication_factor": 1, "configs": cfg}
+            for name, cfg in configs.items()
         }
         try:
             self._admin().create_topics(spec, raise_errors=False, wait_for_metadata=True)
         except TopicAlreadyExistsError:
             pass  # another process won the race; the topic is there either way
         except KafkaError as exc:
-            raise StreamsError(f"creating topics {missing} failed: {exc}") from exc
-        absent = [t for t in missing if t not in self.existing()]
+            raise StreamsError(f"creating topics {list(configs)} failed: {exc}") from exc
+        absent = [t for t in configs if t not in self.existing()]
         if absent:
             raise StreamsError(f"topics {absent} were not created")
-        return missing
 
     def describe_configs(self, topic: str) -> dict[str, str]:
         from kafka.admin import ConfigResource, ConfigResourceType

@@ -1,0 +1,97 @@
+"""The launcher through the command line: `kafka up` twice leaves one broker; `down` then
+`status` reports it stopped. Runs a second broker of its own on a free port and folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.errors import LocalKafkaError
+from streams.kafka_local import LocalKafka
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 1)) != 0 and port < 65000:
+                return port
+    raise RuntimeError("no free port pair")
+
+
+def _brokers_using(props: Path) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmd and str(props).encode() in cmd:
+            count += 1
+    return count
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_up_twice_leaves_one_broker_and_down_stops_it(tmp_path: Path):
+    port = _free_port_pair()
+    env = os.environ | {
+        "COPYLOOP_DATA_DIR": str(tmp_path),
+        "COPYLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+    }
+    props = (tmp_path / "kafka" / "server.properties").resolve()
+    try:
+        first = _cli(env, "kafka", "up")
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.strip() == f"127.0.0.1:{port}"
+        second = _cli(env, "kafka", "up")
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == f"127.0.0.1:{port}"
+        assert _brokers_using(props) == 1
+        running = _cli(env, "kafka", "status")
+        assert running.returncode == 0
+        assert running.stdout.startswith("running")
+    finally:
+        down = _cli(env, "kafka", "down")
+    assert down.returncode == 0, down.stderr
+    stopped = _cli(env, "kafka", "status")
+    assert stopped.returncode == 1
+    assert stopped.stdout.startswith("stopped")
+    assert _brokers_using(props) == 0
+    assert "Kafka was not running" in _cli(env, "kafka", "down").stderr
+
+
+def test_launcher_refuses_a_remote_bootstrap(tmp_path: Path):
+    with pytest.raises(LocalKafkaError, match="loopback"):
+        LocalKafka.from_bootstrap("10.1.2.3:9092", tmp_path)
+
+
+def test_cli_reports_a_bad_bootstrap_without_a_traceback(tmp_path: Path):
+    env = os.environ | {
+        "COPYLOOP_KAFKA_BOOTSTRAP": "kafka.example:9092",
+        "COPYLOOP_DATA_DIR": str(tmp_path),
+    }
+    out = _cli(env, "kafka", "status")
+    assert out.returncode == 2
+    assert "loopback" in out.stderr
+    assert "Traceback" not in out.stderr
