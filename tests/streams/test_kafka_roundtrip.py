@@ -41,7 +41,7 @@ def test_every_event_model_round_trips_through_kafka(kafka_bootstrap: str, topic
     sent = sample_events()
     names = {type(e).__name__: f"{topics.prefix}rt.{type(e).__name__}" for e in sent}
     admin = TopicAdmin(kafka_bootstrap)
-    admin.create(dict.fromkeys(names.values(), {}), partitions=1)
+    admin.create({name: {} for name in names.values()}, partitions=1)
     admin.close()
     sink = KafkaEventSink(kafka_bootstrap)
     for event in sent:
