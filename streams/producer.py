@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from streams.errors import BrokerUnavailable, ProduceError
+from streams.errors import BrokerUnavailable, ProduceError, StreamsError
 from streams.schemas import Event
 from streams.serde import encode
 
@@ -89,6 +89,30 @@ class KafkaEventSink:
         except KafkaError as exc:
             raise ProduceError(f"cannot send to `{topic}`: {exc}") from exc
         future.add_errback(self._failed)
+
+    def deliver(
+        self, records: list[tuple[str, bytes | None, bytes]]
+    ) -> list[BaseException | None]:
+        """Send ``(topic, key, value)`` records and wait until each one's outcome is known:
+        ``None`` where the broker acknowledged it, the error where it did not. With a bounded
+        ``delivery_timeout_ms`` a failed record is no longer retried by the client, so the
+        caller may keep it elsewhere (a spool) without risking a second copy."""
+        outcomes: list[BaseException | None] = [None] * len(records)
+        futures = []
+        for i, (topic, key, value) in enumerate(records):
+            try:
+                futures.append((i, self._client().send(topic, key=key, value=value)))
+            except (KafkaError, StreamsError) as exc:
+                outcomes[i] = exc
+        if futures:
+            try:
+                self._client().flush()
+            except KafkaError as exc:
+                raise ProduceError(f"flush to {self.bootstrap} failed: {exc}") from exc
+        for i, future in futures:
+            if not future.succeeded():
+                outcomes[i] = future.exception or ProduceError("not acknowledged")
+        return outcomes
 
     def flush(self, timeout_s: float | None = None) -> None:
         producer = self._client()
