@@ -77,6 +77,9 @@ def _register_commands() -> None:
     from service import cmd_demo
 
     cmd_demo.register(app)
+    from service import cmd_serve
+
+    cmd_serve.register(app)
 
 
 _register_commands()
