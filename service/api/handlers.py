@@ -1,0 +1,71 @@
+"""One place where errors become HTTP answers.
+
+Every domain error (``ServiceError``, a ``FeatureError`` from feature encoding, a validation
+error of a body, path or query) becomes a 4xx whose body names the field:
+``{"detail": "field `body.user.age`: ...", "field": "body.user.age"}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bandit.errors import FeatureError
+from service.errors import ServiceError
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def _answer(
+    status: int,
+    detail: str,
+    field: str | None,
+    metrics: Metrics | None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    if metrics is not None:
+        metrics.client_errors.labels(str(status)).inc()
+    return JSONResponse({"detail": detail, "field": field}, status_code=status, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
+    parts = []
+    first: str | None = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        first = first or loc
+        msg = str(err.get("msg", "invalid"))
+        parts.append(f"field `{loc}`: {msg}")
+    return "; ".join(parts[:10]) or "invalid request", first
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics | None = None) -> None:
+    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+        exc = cast(ServiceError, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _answer(exc.status, str(exc), exc.field, metrics, headers)
+
+    async def feature_error(request: Request, exc: Exception) -> JSONResponse:
+        exc = cast(FeatureError, exc)
+        return _answer(422, str(exc), exc.field, metrics)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        exc = cast(RequestValidationError, exc)
+        detail, field = _validation_detail(exc)
+        return _answer(422, detail, field, metrics)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        exc = cast(StarletteHTTPException, exc)
+        field = "body" if exc.status_code == 413 else None
+        return _answer(exc.status_code, str(exc.detail), field, metrics, exc.headers)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(FeatureError, feature_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,42 @@
+"""``POST /v1/rank``: choose a variant for one shopper, answer at once, log the decision."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from service.api.deps import runtime
+from service.api.models import ErrorBody, RankRequest, RankResponse
+from service.errors import ServiceError
+from service.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["rank"])
+
+
+@router.post(
+    "/rank",
+    response_model=RankResponse,
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+)
+async def rank(body: RankRequest, rt: Annotated[Runtime, Depends(runtime)]) -> RankResponse:
+    # async and CPU-only: no Kafka call or disk I/O here (the publisher delivers off the
+    # request path), so it runs on the event loop without a thread hop
+    started = time.perf_counter()
+    try:
+        ranked = rt.rank(body.product_id, body.channel, body.user, body.context, body.language)
+    except ServiceError:
+        rt.metrics.rank_requests.labels("rejected").inc()
+        raise
+    rt.metrics.rank_latency.observe(time.perf_counter() - started)
+    rt.metrics.rank_requests.labels("ok").inc()
+    d = ranked.decision
+    return RankResponse(
+        event_id=d.event_id,
+        product_id=d.product_id,
+        variant_id=ranked.variant_id,
+        text=ranked.text,
+        pscore=d.pscore,
+        policy_version=d.policy_version,
+    )

@@ -1,0 +1,59 @@
+"""The FastAPI app: ``create_app(settings)`` builds it, its lifespan starts the
+:class:`~service.runtime.Runtime` (caches, consumers, publisher) once and stops it on shutdown,
+flushing decisions to Kafka or leaving them in the spool for the next start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import admin, feedback, ops, products, rank
+from service.api.handlers import install_error_handlers
+from service.jobs import GenerateFn
+from service.metrics import Metrics
+from service.runtime import Runtime
+from service.settings import Settings
+
+#: bodies over this are refused with 413 (a feedback batch of 1,000 fits comfortably)
+MAX_BODY_BYTES = 512 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    seed: int = 0,
+    generator: GenerateFn | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The service app. ``generator`` replaces the copy generator the jobs load from
+    ``settings.generator_model`` (for a caller that already holds one)."""
+    settings = settings if settings is not None else Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = Runtime(settings, seed=seed, generator=generator, metrics=metrics).start()
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            rt.close()
+
+    app = FastAPI(
+        title="copyloop",
+        version="1",
+        summary="Copy variants that learn: rank, feedback, products, admin.",
+        lifespan=lifespan,
+        max_body_size=max_body_bytes,
+    )
+    install_error_handlers(app, metrics)
+    for module in (rank, feedback, products, admin, ops):
+        app.include_router(module.router)
+    return app
+
+
+def make_app() -> FastAPI:
+    """The factory ``copyloop serve`` gives uvicorn (each worker builds its own app)."""
+    return create_app(Settings())

@@ -1,0 +1,140 @@
+"""Per-variant impressions and clicks, from the decisions and feedback topics.
+
+A decision says which variant an event showed; feedback says whether the event was seen
+(impression) and clicked. Counts are per event, not per message, so a duplicated feedback
+message (same ``feedback_id`` or a second click on one event) never inflates them, and a click
+only counts once its impression is known, so the CTR stays within [0, 1]. Feedback that arrives
+before its decision (they travel on different topics) waits in a bounded buffer."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from streams.schemas import Decision, Feedback
+
+#: z for a two-sided 95% interval
+Z95 = 1.959963984540054
+
+_IMPRESSION = 1
+_CLICK = 2
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion; ``(0, 1)`` with no trials.
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and is sensible at
+    the small counts a fresh variant has."""
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"`successes` must be in [0, trials], got {successes} of {trials}")
+    if trials == 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    z2 = z * z
+    denom = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    decisions: int
+    impressions: int
+    clicks: int
+
+    @property
+    def ctr(self) -> float:
+        return self.clicks / self.impressions if self.impressions else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.clicks, self.impressions)
+
+
+class VariantStats:
+    """Thread-safe counts per ``(product_id, variant_id)``; the consumer thread writes, request
+    handlers read. ``max_events`` bounds the per-event memory (oldest events are forgotten:
+    feedback for them after that is ignored)."""
+
+    def __init__(self, *, max_events: int = 500_000, max_waiting: int = 100_000) -> None:
+        if max_events < 1:
+            raise ValueError(f"`max_events` must be >= 1, got {max_events}")
+        if max_waiting < 0:
+            raise ValueError(f"`max_waiting` must be >= 0, got {max_waiting}")
+        self._max_events = max_events
+        self._max_waiting = max_waiting
+        self._lock = threading.Lock()
+        # event_id -> [product_id, variant_id, flags]
+        self._events: OrderedDict[str, list[str | int]] = OrderedDict()
+        # event_id -> flags seen before the decision arrived
+        self._waiting: OrderedDict[str, int] = OrderedDict()
+        # product_id -> variant_id -> [decisions, impressions, clicks]
+        self._counts: dict[str, dict[str, list[int]]] = {}
+        self.duplicates = 0
+        self.orphans_dropped = 0
+
+    def add_decision(self, decision: Decision) -> None:
+        key = str(decision.event_id)
+        variant = decision.actions[decision.action]
+        with self._lock:
+            if key in self._events:
+                self.duplicates += 1
+                return
+            product = self._counts.setdefault(decision.product_id, {})
+            counts = product.setdefault(variant, [0, 0, 0])
+            counts[0] += 1
+            self._events[key] = [decision.product_id, variant, 0]
+            if len(self._events) > self._max_events:
+                self._events.popitem(last=False)
+            early = self._waiting.pop(key, 0)
+            if early:
+                self._apply(key, early)
+
+    def add_feedback(self, feedback: Feedback) -> None:
+        flag = {"impression": _IMPRESSION, "click": _CLICK}.get(feedback.kind, 0)
+        if not flag:
+            return  # add_to_cart and purchase do not change impressions or clicks
+        key = str(feedback.event_id)
+        with self._lock:
+            if key in self._events:
+                self._apply(key, flag)
+            elif self._max_waiting:
+                self._waiting[key] = self._waiting.get(key, 0) | flag
+                self._waiting.move_to_end(key)
+                if len(self._waiting) > self._max_waiting:
+                    self._waiting.popitem(last=False)
+                    self.orphans_dropped += 1
+
+    def _apply(self, key: str, flags: int) -> None:
+        entry = self._events[key]
+        before = int(entry[2])
+        after = before | flags
+        if after == before:
+            self.duplicates += 1
+            return
+        entry[2] = after
+        counts = self._counts[str(entry[0])][str(entry[1])]
+        if after & _IMPRESSION and not before & _IMPRESSION:
+            counts[1] += 1
+        # a click counts once both it and its impression are known, in whichever order
+        if after == _IMPRESSION | _CLICK:
+            counts[2] += 1
+
+    def variant(self, product_id: str, variant_id: str) -> VariantCounts:
+        with self._lock:
+            c = self._counts.get(product_id, {}).get(variant_id, [0, 0, 0])
+            return VariantCounts(c[0], c[1], c[2])
+
+    def product(self, product_id: str) -> dict[str, VariantCounts]:
+        with self._lock:
+            return {
+                v: VariantCounts(c[0], c[1], c[2])
+                for v, c in self._counts.get(product_id, {}).items()
+            }
+
+    def products(self) -> list[str]:
+        with self._lock:
+            return sorted(self._counts)
