@@ -1,0 +1,273 @@
+"""The reward join: decisions ⨝ feedback by ``event_id`` within the reward window, on event time.
+
+Pure logic, no Kafka: the learner, the offline replay and the simulator feed it events in the
+order they read them. The watermark is the latest event time seen (or given to
+:meth:`RewardJoiner.advance`). An event closes, and is emitted as :class:`Joined` when it was
+seen, once the watermark passes its decision time + window + ``lateness_s``; the lateness absorbs
+partitions read a little behind one another. Closed events are emitted in (close time, event id)
+order, so the same input gives the same learning order however it was interleaved.
+
+Feedback that cannot count is handed back as :class:`Rejected` for the caller to dead-letter:
+``late`` (after its event's window, or after the event closed) and ``unknown_event`` (no decision
+arrived for it in time). A repeated ``feedback_id`` counts once and is dropped quietly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from bandit.errors import CheckpointError, ConfigError
+from bandit.reward import DEFAULT_REWARD, RewardConfig
+from streams.schemas import Decision, Feedback
+
+#: where a feedback message was read, ``(partition, offset)``, for its dead letter
+Ref = tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class Joined:
+    decision: Decision
+    reward: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    feedback: Feedback
+    reason: Literal["late", "unknown_event"]
+    detail: str
+    ref: Ref = None
+
+
+@dataclass
+class JoinStats:
+    decisions: int = 0
+    feedback: int = 0
+    joined: int = 0
+    #: closed without an impression: never seen, so not learned
+    unseen: int = 0
+    duplicate_decisions: int = 0
+    duplicate_feedback: int = 0
+    late_feedback: int = 0
+    unknown_feedback: int = 0
+    #: decisions that arrived after their own close time (closed at the next advance)
+    late_decisions: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class _Open:
+    decision: Decision
+    deadline: float
+    kinds: set[str] = field(default_factory=set)
+    fids: set[str] = field(default_factory=set)
+
+
+class RewardJoiner:
+    """Joins decisions and feedback; see the module docstring for the rules."""
+
+    def __init__(self, config: RewardConfig = DEFAULT_REWARD, *, lateness_s: float = 60.0) -> None:
+        if not (isinstance(lateness_s, int | float) and 0 <= lateness_s < math.inf):
+            raise ConfigError(f"`lateness_s` must be >= 0 and finite, got {lateness_s!r}")
+        self.config = config
+        self.window_s = float(config.window_s)
+        self.lateness_s = float(lateness_s)
+        self.stats = JoinStats()
+        self._wm = -math.inf
+        self._open: dict[UUID, _Open] = {}
+        self._close_heap: list[tuple[float, int, UUID]] = []
+        self._orphans: dict[UUID, dict[str, tuple[Feedback, Ref]]] = {}
+        self._orphan_heap: list[tuple[float, int, UUID, str]] = []
+        #: recently closed events → when to forget them (to spot duplicates and late feedback)
+        self._closed: dict[UUID, float] = {}
+        self._closed_heap: list[tuple[float, int, UUID]] = []
+
+    # -- introspection --------------------------------------------------------------------
+    @property
+    def watermark(self) -> float:
+        """Event time (epoch seconds) up to which the stream is taken as complete."""
+        return self._wm
+
+    @property
+    def pending(self) -> int:
+        return len(self._open)
+
+    @property
+    def orphans(self) -> int:
+        return sum(len(v) for v in self._orphans.values())
+
+    # -- input ----------------------------------------------------------------------------
+    def add_decision(self, decision: Decision) -> list[Rejected]:
+        """Open ``decision``'s event; returns buffered feedback for it that cannot count."""
+        ts = decision.ts.timestamp()
+        self._wm = max(self._wm, ts)
+        eid = decision.event_id
+        if eid in self._open or eid in self._closed:
+            self.stats.duplicate_decisions += 1
+            return []
+        self.stats.decisions += 1
+        close_at = ts + self.window_s + self.lateness_s
+        if close_at <= self._wm:
+            self.stats.late_decisions += 1
+        self._open[eid] = _Open(decision, ts + self.window_s)
+        heapq.heappush(self._close_heap, (close_at, eid.int, eid))
+        rejected: list[Rejected] = []
+        for fb, ref in self._orphans.pop(eid, {}).values():
+            r = self._attach(fb, ref)
+            if r is not None:
+                rejected.append(r)
+        return rejected
+
+    def add_feedback(self, feedback: Feedback, ref: Ref = None) -> list[Rejected]:
+        """Count ``feedback`` towards its event (or hold it until its decision arrives)."""
+        self._wm = max(self._wm, feedback.ts.timestamp())
+        self.stats.feedback += 1
+        r = self._attach(feedback, ref)
+        return [] if r is None else [r]
+
+    def _attach(self, fb: Feedback, ref: Ref) -> Rejected | None:
+        eid = fb.event_id
+        ts = fb.ts.timestamp()
+        op = self._open.get(eid)
+        if op is not None:
+            if fb.feedback_id in op.fids:
+                self.stats.duplicate_feedback += 1
+                return None
+            if ts > op.deadline:
+                self.stats.late_feedback += 1
+                after = ts - op.deadline + self.window_s
+                detail = f"late: {after:.0f} s after its decision, window {self.window_s:.0f} s"
+                return Rejected(fb, "late", detail, ref)
+            op.fids.add(fb.feedback_id)
+            op.kinds.add(fb.kind)
+            return None
+        if eid in self._closed:
+            self.stats.late_feedback += 1
+            return Rejected(fb, "late", "late: its event's reward window has closed", ref)
+        held = self._orphans.setdefault(eid, {})
+        if fb.feedback_id in held:
+            self.stats.duplicate_feedback += 1
+            return None
+        expire_at = ts + self.lateness_s
+        if expire_at <= self._wm:
+            self.stats.unknown_feedback += 1
+            if not held:
+                del self._orphans[eid]
+            return Rejected(fb, "unknown_event", "unknown or expired event: no decision", ref)
+        held[fb.feedback_id] = (fb, ref)
+        heapq.heappush(self._orphan_heap, (expire_at, eid.int, eid, fb.feedback_id))
+        return None
+
+    # -- output ---------------------------------------------------------------------------
+    def advance(
+        self, watermark: datetime | float | None = None
+    ) -> tuple[list[Joined], list[Rejected]]:
+        """Move the watermark (never back) and emit what it closes: joined events in order,
+        and held feedback whose decision never came."""
+        if watermark is not None:
+            wm = watermark.timestamp() if isinstance(watermark, datetime) else float(watermark)
+            self._wm = max(self._wm, wm)
+        return self._close_until(self._wm)
+
+    def flush(self) -> tuple[list[Joined], list[Rejected]]:
+        """Close everything (the end of a finite log); the watermark itself does not move."""
+        return self._close_until(math.inf)
+
+    def _close_until(self, limit: float) -> tuple[list[Joined], list[Rejected]]:
+        joined: list[Joined] = []
+        heap = self._close_heap
+        while heap and heap[0][0] <= limit:
+            close_at, _, eid = heapq.heappop(heap)
+            op = self._open.pop(eid)
+            # remember it for a window's span of event time after it closed, to tell late or
+            # repeated messages for it from unknown ones
+            forget_at = max(close_at, self._wm) + self.window_s + self.lateness_s
+            self._closed[eid] = forget_at
+            heapq.heappush(self._closed_heap, (forget_at, eid.int, eid))
+            value = self.config.reward(op.kinds)
+            if value is None:
+                self.stats.unseen += 1
+            else:
+                self.stats.joined += 1
+                joined.append(Joined(op.decision, value))
+        rejected: list[Rejected] = []
+        oheap = self._orphan_heap
+        while oheap and oheap[0][0] <= limit:
+            _, _, eid, fid = heapq.heappop(oheap)
+            held = self._orphans.get(eid)
+            entry = held.pop(fid, None) if held is not None else None
+            if held is not None and not held:
+                del self._orphans[eid]
+            if entry is not None:
+                self.stats.unknown_feedback += 1
+                detail = "unknown or expired event: no decision within the lateness"
+                rejected.append(Rejected(entry[0], "unknown_event", detail, entry[1]))
+        cheap = self._closed_heap
+        while cheap and cheap[0][0] <= self._wm:
+            _, _, eid = heapq.heappop(cheap)
+            self._closed.pop(eid, None)
+        return joined, rejected
+
+    # -- checkpointing --------------------------------------------------------------------
+    def to_state(self) -> bytes:
+        """Everything needed to resume: open events, held feedback, closed ids, counters."""
+        state: dict[str, Any] = {
+            "format": 1,
+            "watermark": None if self._wm == -math.inf else self._wm,
+            "open": [
+                [op.decision.model_dump(mode="json"), sorted(op.kinds), sorted(op.fids)]
+                for op in self._open.values()
+            ],
+            "orphans": [
+                [fb.model_dump(mode="json"), ref]
+                for held in self._orphans.values()
+                for fb, ref in held.values()
+            ],
+            "closed": [[eid.hex, t] for eid, t in self._closed.items()],
+            "stats": self.stats.to_dict(),
+        }
+        return json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_state(
+        cls, data: bytes, config: RewardConfig = DEFAULT_REWARD, *, lateness_s: float = 60.0
+    ) -> RewardJoiner:
+        joiner = cls(config, lateness_s=lateness_s)
+        try:
+            state = json.loads(data)
+            if state.get("format") != 1:
+                raise CheckpointError(f"unknown joiner state format {state.get('format')!r}")
+            joiner._wm = -math.inf if state["watermark"] is None else float(state["watermark"])
+            for raw, kinds, fids in state["open"]:
+                d = Decision.model_validate(raw)
+                joiner._open[d.event_id] = _Open(
+                    d, d.ts.timestamp() + joiner.window_s, set(kinds), set(fids)
+                )
+                close_at = d.ts.timestamp() + joiner.window_s + joiner.lateness_s
+                joiner._close_heap.append((close_at, d.event_id.int, d.event_id))
+            for raw, ref in state["orphans"]:
+                fb = Feedback.model_validate(raw)
+                key: Ref = (int(ref[0]), int(ref[1])) if ref is not None else None
+                joiner._orphans.setdefault(fb.event_id, {})[fb.feedback_id] = (fb, key)
+                expire_at = fb.ts.timestamp() + joiner.lateness_s
+                joiner._orphan_heap.append(
+                    (expire_at, fb.event_id.int, fb.event_id, fb.feedback_id)
+                )
+            for hex_id, forget_at in state["closed"]:
+                eid = UUID(hex=hex_id)
+                joiner._closed[eid] = float(forget_at)
+                joiner._closed_heap.append((float(forget_at), eid.int, eid))
+            joiner.stats = JoinStats(**state["stats"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"unreadable joiner state: {exc}") from exc
+        heapq.heapify(joiner._close_heap)
+        heapq.heapify(joiner._orphan_heap)
+        heapq.heapify(joiner._closed_heap)
+        return joiner

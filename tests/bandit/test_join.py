@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+
+from bandit.errors import CheckpointError, ConfigError
+from bandit.join import Joined, Rejected, RewardJoiner
+from bandit.reward import RewardConfig
+
+from .events import at, decision, feedback
+
+WINDOW = RewardConfig(window_s=100.0)
+
+
+def _joiner(lateness: float = 10.0) -> RewardJoiner:
+    return RewardJoiner(WINDOW, lateness_s=lateness)
+
+
+def test_joins_within_the_window_once_it_closes() -> None:
+    j = _joiner()
+    d = decision(0)
+    assert j.add_decision(d) == []
+    assert j.add_feedback(feedback(d, "impression", 1)) == []
+    assert j.add_feedback(feedback(d, "click", 50)) == []
+    assert j.advance(at(109)) == ([], [])  # window 100 + lateness 10 not yet passed
+    joined, rejected = j.advance(at(110))
+    assert joined == [Joined(d, 1.0)] and rejected == []
+    assert j.stats.joined == 1 and j.pending == 0
+
+
+def test_no_impression_is_not_learned_and_impression_alone_earns_default() -> None:
+    j = _joiner()
+    unseen, seen = decision(0), decision(1)
+    j.add_decision(unseen)
+    j.add_decision(seen)
+    j.add_feedback(feedback(unseen, "click", 2))  # a click without impression: never shown
+    j.add_feedback(feedback(seen, "impression", 2))
+    joined, _ = j.advance(at(500))
+    assert joined == [Joined(seen, 0.0)]
+    assert j.stats.unseen == 1
+
+
+def test_duplicate_feedback_counts_once() -> None:
+    j = _joiner()
+    d = decision(0)
+    j.add_decision(d)
+    imp = feedback(d, "impression", 1, fid="f-1")
+    buy = feedback(d, "purchase", 5, fid="f-2")
+    for fb in (imp, imp, buy, buy, buy):
+        assert j.add_feedback(fb) == []
+    joined, _ = j.advance(at(500))
+    assert joined == [Joined(d, 2.0)]
+    assert j.stats.duplicate_feedback == 3
+
+
+def test_duplicate_decisions_open_one_event() -> None:
+    j = _joiner()
+    d = decision(0)
+    j.add_decision(d)
+    j.add_decision(d)
+    j.add_feedback(feedback(d, "impression", 1))
+    joined, _ = j.advance(at(500))
+    assert len(joined) == 1
+    j.add_decision(d)  # again after it closed: still remembered
+    assert j.advance(at(520)) == ([], [])
+    assert j.stats.duplicate_decisions == 2
+
+
+def test_late_feedback_is_rejected_and_does_not_count() -> None:
+    j = _joiner()
+    d = decision(0)
+    j.add_decision(d)
+    j.add_feedback(feedback(d, "impression", 1))
+    late = feedback(d, "click", 101)  # after the 100 s window
+    [r] = j.add_feedback(late, ref=(1, 42))
+    assert (r.reason, r.ref, r.feedback) == ("late", (1, 42), late)
+    joined, _ = j.advance(at(500))
+    assert joined == [Joined(d, 0.0)]
+    [r2] = j.add_feedback(feedback(d, "purchase", 90, fid="after-close"))  # event closed
+    assert r2.reason == "late"
+    assert j.stats.late_feedback == 2
+
+
+def test_feedback_before_its_decision_is_held() -> None:
+    j = _joiner()
+    d = decision(10)
+    assert j.add_feedback(feedback(d, "impression", 11)) == []
+    assert j.add_feedback(feedback(d, "click", 12)) == []
+    assert j.orphans == 2
+    j.add_decision(d)
+    assert j.orphans == 0
+    joined, _ = j.advance(at(500))
+    assert joined == [Joined(d, 1.0)]
+
+
+def test_unknown_event_feedback_is_rejected_after_the_lateness() -> None:
+    j = _joiner(lateness=10)
+    stray = feedback(uuid.uuid4(), "click", 5)
+    assert j.add_feedback(stray, ref=(0, 7)) == []
+    assert j.advance(at(14)) == ([], [])
+    _, rejected = j.advance(at(15))
+    assert rejected == [Rejected(stray, "unknown_event", rejected[0].detail, (0, 7))]
+    # far behind the watermark: rejected at once
+    [r] = j.add_feedback(feedback(uuid.uuid4(), "click", 1))
+    assert r.reason == "unknown_event"
+    assert j.stats.unknown_feedback == 2
+
+
+def test_output_order_does_not_depend_on_input_interleaving() -> None:
+    rng = random.Random(3)
+    decisions = [decision(i * 0.5) for i in range(200)]
+    stream = []
+    for d in decisions:
+        stream.append(d)
+        stream.append(feedback(d, "impression", d.ts.timestamp() - at(0).timestamp() + 1))
+        if rng.random() < 0.3:
+            stream.append(feedback(d, "click", d.ts.timestamp() - at(0).timestamp() + 2))
+
+    def run(events: list) -> list[tuple[uuid.UUID, float]]:
+        j = _joiner(lateness=30)
+        out = []
+        for e in events:
+            (j.add_feedback if hasattr(e, "kind") else j.add_decision)(e)
+            out += [(x.decision.event_id, x.reward) for x in j.advance()[0]]
+        return out + [(x.decision.event_id, x.reward) for x in j.flush()[0]]
+
+    baseline = run(stream)
+    # a local shuffle, as reading partitions at different paces would give
+    shuffled = list(stream)
+    for i in range(0, len(shuffled) - 8, 8):
+        chunk = shuffled[i : i + 8]
+        rng.shuffle(chunk)
+        shuffled[i : i + 8] = chunk
+    assert run(shuffled) == baseline
+    assert len(baseline) == 200
+
+
+def test_state_round_trip_resumes_exactly() -> None:
+    rng = random.Random(7)
+    events = []
+    for i in range(300):
+        d = decision(i)
+        events.append(d)
+        events.append(feedback(d, "impression", i + 1))
+        if rng.random() < 0.4:
+            events.append(feedback(d, "click", i + rng.uniform(1, 150)))  # some late
+    events.append(feedback(uuid.uuid4(), "click", 150))
+    events.sort(key=lambda e: e.ts)
+
+    def feed(j: RewardJoiner, part: list) -> list:
+        out: list = []
+        for e in part:
+            r = j.add_feedback(e) if hasattr(e, "kind") else j.add_decision(e)
+            joined, rej = j.advance()
+            out += [("r", x.feedback.feedback_id, x.reason) for x in r + rej]
+            out += [("j", x.decision.event_id, x.reward) for x in joined]
+        return out
+
+    whole = _joiner()
+    expected = feed(whole, events)
+    first = _joiner()
+    got = feed(first, events[:333])
+    resumed = RewardJoiner.from_state(first.to_state(), WINDOW, lateness_s=10.0)
+    assert resumed.pending == first.pending and resumed.orphans == first.orphans
+    got += feed(resumed, events[333:])
+    assert got == expected
+    assert resumed.stats == whole.stats
+    assert resumed.watermark == whole.watermark
+
+
+def test_flush_closes_everything() -> None:
+    j = _joiner()
+    d = decision(0)
+    j.add_decision(d)
+    j.add_feedback(feedback(d, "impression", 1))
+    stray = feedback(uuid.uuid4(), "click", 2)
+    j.add_feedback(stray)
+    joined, rejected = j.flush()
+    assert joined == [Joined(d, 0.0)] and [r.feedback for r in rejected] == [stray]
+
+
+def test_bad_state_and_config() -> None:
+    with pytest.raises(CheckpointError):
+        RewardJoiner.from_state(b"{not json")
+    with pytest.raises(CheckpointError):
+        RewardJoiner.from_state(b'{"format": 9}')
+    with pytest.raises(ConfigError, match="lateness_s"):
+        RewardJoiner(WINDOW, lateness_s=-1)

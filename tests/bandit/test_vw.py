@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from bandit.errors import ModelError
+from bandit.policy import PolicyConfig
+from bandit.vw import VWModel, action_line, example_text, shared_line, vw_arguments
+from streams.schemas import ActionFeatures
+
+
+def test_shared_line_puts_shopper_and_context_in_their_namespaces() -> None:
+    line = shared_line(
+        {"u_age": "18-24", "u_cats": ["a b", "c|d"], "c_hour": "20", "c_weekend": True, "x": 3}
+    )
+    assert line.startswith("shared |U ")
+    user, ctx = line[len("shared |U ") :].split(" |C ")
+    assert user.split() == ["age=18-24", "cats=a_b", "cats=c/d"]
+    assert ctx.split() == ["hour=20", "weekend=1", "x=3"]
+
+
+def test_values_cannot_break_the_vw_format() -> None:
+    line = shared_line({"c_city": "a:b |X c\td", "c_score": 0.25})
+    assert line.count("|") == 2  # only the two namespace markers
+    assert "score:0.25" in line and "city=a;b_/X_c_d" in line
+
+
+def test_action_line_and_label_sign_flip() -> None:
+    f = ActionFeatures(
+        traits=["urgency"], language="zh", length_bucket="short", generator_version="g 1"
+    )
+    a = action_line(f, "v1")
+    assert a == "|A t=urgency lang=zh len=short gv=g_1 id=v1"
+    text = example_text("shared |U |C", [a, a], (1, 2.0, 0.25))
+    lines = text.split("\n")
+    assert lines[1] == a
+    assert lines[2] == f"0:-2:0.25 {a}"  # VW minimises cost: reward 2 is cost -2
+
+
+@pytest.mark.parametrize("exploration", ["squarecb", "epsilon", "bag", "cover", "softmax"])
+def test_each_exploration_builds_a_workspace(exploration: str) -> None:
+    config = PolicyConfig(exploration=exploration)  # type: ignore[arg-type]
+    args = vw_arguments(config, seed=3)
+    assert "--cb_explore_adf" in args and "--interactions" in args
+    model = VWModel(args)
+    probs = model.pmf("shared |U a=1 |C b=2\n|A t=x\n|A t=y\n|A t=z")
+    assert len(probs) == 3 and abs(sum(probs) - 1) < 1e-4
+    restored = VWModel(args, model=model.to_bytes())
+    assert restored.pmf("shared |U a=1 |C b=2\n|A t=x\n|A t=y\n|A t=z") == probs
+
+
+def test_bad_model_bytes_are_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        VWModel(vw_arguments(PolicyConfig(), 0), model=b"")
