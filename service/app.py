@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import admin, feedback, ops, products, rank
-from service.api.handlers import install_error_handlers
+from service.api.handlers import BodyLimit, install_error_handlers
 from service.jobs import GenerateFn
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -46,9 +46,9 @@ def create_app(
         version="1",
         summary="Copy variants that learn: rank, feedback, products, admin.",
         lifespan=lifespan,
-        max_body_size=max_body_bytes,
     )
     install_error_handlers(app, metrics)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     for module in (rank, feedback, products, admin, ops):
         app.include_router(module.router)
     return app

@@ -1,0 +1,88 @@
+"""Helpers shared by the API tests: a pool, a running app, reading a topic back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.settings import Settings
+from streams.consumer import EventConsumer
+from streams.schemas import Event, Variant, VariantPool
+from streams.topics import TopicAdmin, Topics
+
+
+def make_pool(
+    product_id: str = "scarf-1", version: int = 1, channels=("ad_headline",)
+) -> VariantPool:
+    texts = {
+        "ad_headline": ["限时8折 羊毛围巾", "冬季暖心之选 羊毛围巾", "爆款围巾 您值得拥有"],
+        "push": ["您关注的围巾降价啦", "仅剩3小时 围巾立减50"],
+    }
+    traits = [["urgency", "discount"], ["festive", "emotion"], ["social_proof", "second_person"]]
+    variants = []
+    for channel in channels:
+        for i, text in enumerate(texts[channel]):
+            variants.append(
+                Variant(
+                    variant_id=f"{channel[:2]}{i}",
+                    text=text,
+                    language="zh",
+                    channel=channel,
+                    traits=traits[i % len(traits)],
+                )
+            )
+    return VariantPool(
+        product_id=product_id, pool_version=version, generator_version="g-test", variants=variants
+    )
+
+
+def new_topics(bootstrap: str) -> Topics:
+    t = Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+    admin = TopicAdmin(bootstrap)
+    admin.ensure(t, partitions=2)
+    admin.close()
+    return t
+
+
+def settings_for(bootstrap: str, topics: Topics, data_dir: Path, **extra) -> Settings:
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=topics.prefix,
+        topic_partitions=2,
+        data_dir=data_dir,
+        **extra,
+    )
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_ready(client: TestClient, timeout_s: float = 60.0) -> None:
+    wait_until(lambda: client.get("/readyz").status_code == 200, timeout_s, "/readyz")
+
+
+def read_topic(
+    bootstrap: str, topic: str, model: type[Event], expect: int, timeout_s: float = 60.0
+) -> list:
+    """Everything on ``topic`` once at least ``expect`` events arrived (then one more poll, so
+    duplicates would show)."""
+    consumer = EventConsumer(bootstrap, {topic: model}, group_id=None)
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            got.extend(r.event for r in consumer.poll(0.5))
+        got.extend(r.event for r in consumer.poll(1.0))
+    finally:
+        consumer.close()
+    return got
