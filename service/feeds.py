@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: how many recent messages per models partition are read at start to find the latest snapshot
 MODELS_LOOKBACK = 1000
+#: consecutive empty polls (0.5 s each) after which a feed counts as caught up regardless
+EMPTY_POLLS_CAUGHT_UP = 8
 
 
 class _Feed:
@@ -151,7 +153,9 @@ class StateFeed(_Feed):
                 self._announced(event)
         if not self.caught_up:
             self._empty_polls = 0 if records else self._empty_polls + 1
-            if self._reached_ends(consumer) or self._empty_polls >= 2:
+            # a partition whose tail was deleted by retention never hands out its end offset,
+            # so a few seconds of nothing to read also counts as caught up
+            if self._reached_ends(consumer) or self._empty_polls >= EMPTY_POLLS_CAUGHT_UP:
                 self.caught_up = True
                 self.load_latest()
 
