@@ -77,9 +77,15 @@ def _register_commands() -> None:
     from service import cmd_demo
 
     cmd_demo.register(app)
+    from service import cmd_generate
+
+    cmd_generate.register(app)
     from service import cmd_serve
 
     cmd_serve.register(app)
+    from service import cmd_replay
+
+    cmd_replay.register(app)
 
 
 _register_commands()

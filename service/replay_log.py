@@ -1,0 +1,506 @@
+"""Reading logged decisions and feedback for ``copyloop replay``: JSON-lines dumps of the topics
+(``*decisions*.jsonl``, ``*feedback*.jsonl``, one Kafka value a line) or the topics themselves.
+
+Lines are decoded by msgspec into the few fields replay reads, the rest of each line skipped
+unparsed: a full pydantic ``Decision`` costs ~100 µs a line here, far over the 200,000 events/s
+budget (TARGETS.md). The contract's cross-field rules (``action_dist`` sums to 1, ``pscore`` is
+``action_dist[action]``, one entry per action) are then checked on whole arrays, and any line that
+fails either step is validated again by the contract's pydantic model, so its error names the
+file, the line and the field as every other part of copyloop does. ``strict`` validates every
+line with the pydantic models (slow)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import chain, count
+from operator import attrgetter as _get
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+from uuid import UUID
+
+import msgspec
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import ValidationError
+
+from service.errors import ServiceError
+from streams.consumer import EventConsumer
+from streams.deadletter import DeadLetterWriter
+from streams.errors import StreamsError
+from streams.schemas import Decision, Event, Feedback
+from streams.serde import describe
+from streams.topics import Topics
+
+#: bit of each feedback kind in a per-event mask
+KIND_BITS: dict[str, int] = {"impression": 1, "click": 2, "add_to_cart": 4, "purchase": 8}
+DECISION_GLOB = "*decisions*.jsonl"
+FEEDBACK_GLOB = "*feedback*.jsonl"
+
+
+class ReplayError(ServiceError):
+    """A log that cannot be replayed: missing, malformed, empty, or an unusable policy."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(field, message)
+
+
+_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+# Event ids are read as strings and checked as UUIDs on whole arrays (``canonical_uuids``):
+# msgspec's own UUID type costs more than the rest of a feedback line.
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class _DecisionRow(msgspec.Struct, gc=False):
+    """What replay reads of a ``Decision``; unknown and unneeded fields are skipped."""
+
+    event_id: _Id
+    ts: _Aware
+    actions: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+    action: Annotated[int, msgspec.Meta(ge=0)]
+    action_dist: Annotated[list[float], msgspec.Meta(min_length=1, max_length=256)]
+    #: optional here so that a log without it can still be replayed, with a warning
+    pscore: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    schema_version: Literal[1] = 1
+
+
+class _FeedbackRow(msgspec.Struct, gc=False):
+    feedback_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    event_id: _Id
+    ts: _Aware
+    kind: Literal["impression", "click", "add_to_cart", "purchase"]
+    schema_version: Literal[1] = 1
+
+
+class _DecisionLike(Protocol):
+    @property
+    def event_id(self) -> str | UUID: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def actions(self) -> Sequence[str]: ...
+    @property
+    def action(self) -> int: ...
+    @property
+    def action_dist(self) -> Sequence[float]: ...
+    @property
+    def pscore(self) -> float | None: ...
+
+
+class _FeedbackLike(Protocol):
+    @property
+    def feedback_id(self) -> str: ...
+    @property
+    def event_id(self) -> str | UUID: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def kind(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """Rows ``[first, first + rows)`` of a log came from the non-blank lines of ``path``."""
+
+    path: Path
+    first: int
+    rows: int
+
+
+@dataclass
+class DecisionLog:
+    """Decisions as columns; ``action_dist`` and ``action_codes`` are padded to the widest pool
+    (probability 0, code -1)."""
+
+    event_ids: list[str]
+    ts: NDArray[np.float64]
+    action: NDArray[np.intp]
+    pscore: NDArray[np.float64]
+    action_dist: NDArray[np.float64]
+    n_actions: NDArray[np.intp]
+    action_codes: NDArray[np.int32]
+    variant_ids: list[str]
+    missing_pscore: int
+    sources: list[Source] = field(default_factory=list)
+    #: the validated decisions, when they were read as such (from Kafka)
+    objects: list[Decision] | None = None
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def full(self, rows: Sequence[int]) -> list[Decision]:
+        """The contract's ``Decision`` of each row (for scoring with a saved model)."""
+        if self.objects is not None:
+            return [self.objects[r] for r in rows]
+        out: dict[int, Decision] = {}
+        wanted = sorted(set(rows))
+        pos = 0
+        for src in self.sources:
+            mine = []
+            while pos < len(wanted) and wanted[pos] < src.first + src.rows:
+                mine.append(wanted[pos])
+                pos += 1
+            if not mine:
+                continue
+            numbered = _nonblank(src.path, _read(src.path))
+            for r in mine:
+                lineno, line = numbered[r - src.first]
+                out[r] = _validate_decision(src.path, lineno, line)
+        return [out[r] for r in rows]
+
+
+@dataclass
+class FeedbackLog:
+    feedback_ids: list[str]
+    event_ids: list[str]
+    ts: NDArray[np.float64]
+    kind_bits: NDArray[np.uint8]
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+
+@dataclass
+class ReplayLog:
+    decisions: DecisionLog
+    feedback: FeedbackLog
+    origin: dict[str, Any]
+    #: messages skipped while reading (undecodable Kafka values), as reasons
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return len(self.decisions) + len(self.feedback) + len(self.skipped)
+
+
+# -- line level --------------------------------------------------------------------------------
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _nonblank(path: Path, data: bytes) -> list[tuple[int, bytes]]:
+    return [(i, line) for i, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+
+
+def _bad_line(path: Path, lineno: int, what: str) -> ReplayError:
+    return ReplayError(f"{path.name}:{lineno}: {what}")
+
+
+def _with_pscore(path: Path, lineno: int, line: bytes) -> Any:
+    """The line as JSON, with a missing ``pscore`` taken from ``action_dist[action]`` (replay
+    warns about those instead of refusing the log)."""
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise _bad_line(path, lineno, f"not JSON: {exc}") from None
+    if isinstance(obj, dict) and "pscore" not in obj:
+        # when this fails too, the model's message names what is wrong
+        with contextlib.suppress(KeyError, IndexError, TypeError):
+            obj["pscore"] = obj["action_dist"][obj["action"]]
+    return obj
+
+
+def _validate_decision(path: Path, lineno: int, line: bytes) -> Decision:
+    try:
+        return Decision.model_validate(_with_pscore(path, lineno, line))
+    except ValidationError as exc:
+        raise _bad_line(path, lineno, f"invalid Decision: {describe(exc)}") from None
+
+
+def _validate_feedback(path: Path, lineno: int, line: bytes) -> Feedback:
+    try:
+        return Feedback.model_validate_json(line)
+    except ValidationError as exc:
+        raise _bad_line(path, lineno, f"invalid Feedback: {describe(exc)}") from None
+
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "decision": msgspec.json.Decoder(_DecisionRow),
+    "feedback": msgspec.json.Decoder(_FeedbackRow),
+}
+
+
+def _decode_file(path: Path, kind: Literal["decision", "feedback"], strict: bool) -> list[Any]:
+    data = _read(path)
+    decoder = _DECODERS[kind]
+    validate = _validate_decision if kind == "decision" else _validate_feedback
+    if strict:
+        for n, line in _nonblank(path, data):
+            validate(path, n, line)
+    try:
+        return list(decoder.decode_lines(data))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    # a line failed: go line by line; a line the contract's model accepts (msgspec is stricter
+    # about a few formats) is kept, any other gets the model's message naming the field
+    rows: list[Any] = []
+    for n, line in _nonblank(path, data):
+        try:
+            rows.append(decoder.decode(line))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            rows.append(validate(path, n, line))
+    return rows
+
+
+# -- columns -----------------------------------------------------------------------------------
+def _padded(lengths: NDArray[np.intp], flat: NDArray[Any], fill: float, dtype: Any) -> NDArray[Any]:
+    width = int(lengths.max())
+    out = np.full((lengths.shape[0], width), fill, dtype=dtype)
+    out[np.arange(width) < lengths[:, None]] = flat
+    return out
+
+
+_HYPHENS = [8, 13, 18, 23]
+_HEX_DIGITS = [c for c in range(36) if c not in _HYPHENS]
+_LOWER_HEX = np.zeros(256, dtype=bool)
+_LOWER_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = True
+
+
+def canonical_uuids(ids: list[str]) -> tuple[list[str], int | None]:
+    """``ids`` as canonical UUID strings (lower-case, hyphenated) and the index of the first
+    that is no UUID (``None`` when all are). Canonical ids, which is what the contract's models
+    write, are checked on one byte array; only the others go through ``uuid.UUID``."""
+    n = len(ids)
+    if n == 0:
+        return ids, None
+    odd: NDArray[np.intp]
+    try:
+        if not (np.fromiter(map(len, ids), np.intp, n) == 36).all():
+            raise ValueError("not all 36 characters")
+        raw = np.frombuffer("".join(ids).encode("ascii"), np.uint8).reshape(n, 36)
+        ok = (raw[:, _HYPHENS] == ord("-")).all(axis=1) & _LOWER_HEX[raw[:, _HEX_DIGITS]].all(
+            axis=1
+        )
+        odd = np.flatnonzero(~ok)
+    except (ValueError, UnicodeEncodeError):
+        odd = np.arange(n)
+    if odd.size == 0:
+        return ids, None
+    out = list(ids)
+    for i in odd.tolist():
+        try:
+            out[i] = str(UUID(ids[i]))
+        except ValueError:
+            return out, i
+    return out, None
+
+
+def _decision_columns(
+    rows: Sequence[_DecisionLike], sources: list[Source], index: dict[str, int]
+) -> DecisionLog:
+    # map + attrgetter keep each column pass in C: a generator costs a frame per row
+    n = len(rows)
+    event_ids, bad_id = canonical_uuids(list(map(str, map(_get("event_id"), rows))))
+    if bad_id is not None:
+        _reject("decision", sources, bad_id, "`event_id` is not a UUID")
+    dists = list(map(_get("action_dist"), rows))
+    actions = list(map(_get("actions"), rows))
+    lengths = np.fromiter(map(len, dists), np.intp, n)
+    n_ids = np.fromiter(map(len, actions), np.intp, n)
+    dist_flat = np.fromiter(chain.from_iterable(dists), np.float64)
+    ids = list(chain.from_iterable(actions))
+    index.update(zip(set(ids).difference(index), count(len(index)), strict=False))
+    codes_flat = np.fromiter(map(index.__getitem__, ids), np.int32, len(ids))
+    action = np.fromiter(map(_get("action"), rows), np.intp, n)
+    # None (no pscore logged) becomes NaN
+    pscore = np.array(list(map(_get("pscore"), rows)), dtype=np.float64)
+    bad = np.flatnonzero(n_ids != lengths)
+    if bad.size:
+        _reject("decision", sources, int(bad[0]), "`actions` and `action_dist` differ in length")
+    dist = _padded(lengths, dist_flat, 0.0, np.float64)
+    codes = _padded(lengths, codes_flat, -1, np.int32)
+    chosen = np.where(action < lengths, action, 0)
+    p_chosen = dist[np.arange(n), chosen]
+    sums = dist.sum(axis=1)
+    missing = np.isnan(pscore)
+    checks = [
+        (action >= lengths, "`action` is not an index of `actions`"),
+        (~(dist.min(axis=1) >= 0), "`action_dist` holds a negative or non-finite probability"),
+        (~(np.abs(sums - 1.0) <= 1e-4), "`action_dist` does not sum to 1"),
+        (~missing & ~(np.abs(pscore - p_chosen) <= 1e-6), "`pscore` != `action_dist[action]`"),
+        (missing & ~(p_chosen > 0), "`pscore` is missing and `action_dist[action]` is 0"),
+    ]
+    for failed, reason in checks:
+        hit = np.flatnonzero(failed)
+        if hit.size:
+            _reject("decision", sources, int(hit[0]), reason)
+    return DecisionLog(
+        event_ids=event_ids,
+        ts=np.fromiter(map(datetime.timestamp, map(_get("ts"), rows)), np.float64, n),
+        action=action,
+        pscore=np.where(missing, p_chosen, pscore),
+        action_dist=dist,
+        n_actions=lengths,
+        action_codes=codes,
+        variant_ids=list(index),
+        missing_pscore=int(missing.sum()),
+        sources=sources,
+    )
+
+
+def _reject(
+    kind: Literal["decision", "feedback"], sources: list[Source], row: int, reason: str
+) -> None:
+    """Raise for a row that failed a check on the arrays, in the contract model's words."""
+    validate = _validate_decision if kind == "decision" else _validate_feedback
+    for src in sources:
+        if src.first <= row < src.first + src.rows:
+            lineno, line = _nonblank(src.path, _read(src.path))[row - src.first]
+            validate(src.path, lineno, line)  # raises with the field's name
+            raise _bad_line(src.path, lineno, reason)
+    raise ReplayError(f"{kind} #{row + 1}: {reason}")
+
+
+def _feedback_columns(rows: Sequence[_FeedbackLike], sources: list[Source]) -> FeedbackLog:
+    n = len(rows)
+    event_ids, bad_id = canonical_uuids(list(map(str, map(_get("event_id"), rows))))
+    if bad_id is not None:
+        _reject("feedback", sources, bad_id, "`event_id` is not a UUID")
+    return FeedbackLog(
+        feedback_ids=list(map(_get("feedback_id"), rows)),
+        event_ids=event_ids,
+        ts=np.fromiter(map(datetime.timestamp, map(_get("ts"), rows)), np.float64, n),
+        kind_bits=np.fromiter(map(KIND_BITS.__getitem__, map(_get("kind"), rows)), np.uint8, n),
+    )
+
+
+# -- whole logs --------------------------------------------------------------------------------
+def log_files(log_dir: Path) -> tuple[list[Path], list[Path]]:
+    if not log_dir.is_dir():
+        raise ReplayError(f"{log_dir} is not a directory", "--log")
+    return sorted(log_dir.glob(DECISION_GLOB)), sorted(log_dir.glob(FEEDBACK_GLOB))
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Bulk decoding makes millions of acyclic containers; the cycle collector, triggered by
+    their count, would walk them again and again (about 40% of the decode time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def read_dir(
+    log_dir: Path, *, strict: bool = False, step: Callable[[Path], None] | None = None
+) -> ReplayLog:
+    """Read every ``*decisions*.jsonl`` and ``*feedback*.jsonl`` of ``log_dir`` (in name order;
+    ``step`` is called after each file, for a progress bar)."""
+    with no_gc():
+        return _read_dir(log_dir, strict, step)
+
+
+def _read_dir(log_dir: Path, strict: bool, step: Callable[[Path], None] | None) -> ReplayLog:
+    decision_files, feedback_files = log_files(log_dir)
+    if not decision_files:
+        raise ReplayError(f"no decision logs ({DECISION_GLOB}) in {log_dir}", "--log")
+    rows: list[Any] = []
+    sources: list[Source] = []
+    for path in decision_files:
+        got = _decode_file(path, "decision", strict)
+        sources.append(Source(path, len(rows), len(got)))
+        rows.extend(got)
+        if step is not None:
+            step(path)
+    if not rows:
+        raise ReplayError(f"no decisions in {', '.join(p.name for p in decision_files)}", "--log")
+    fb_rows: list[Any] = []
+    fb_sources: list[Source] = []
+    for path in feedback_files:
+        got = _decode_file(path, "feedback", strict)
+        fb_sources.append(Source(path, len(fb_rows), len(got)))
+        fb_rows.extend(got)
+        if step is not None:
+            step(path)
+    origin = {
+        "dir": str(log_dir),
+        "decision_files": [p.name for p in decision_files],
+        "feedback_files": [p.name for p in feedback_files],
+    }
+    return ReplayLog(
+        _decision_columns(rows, sources, {}), _feedback_columns(fb_rows, fb_sources), origin
+    )
+
+
+class _Skipped:
+    """An ``EventSink`` that keeps the reasons of dead letters instead of producing them:
+    replay only reads, and reports what it could not decode."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def add(self, topic: str, key: str | None, event: Event) -> None:
+        self.reasons.append(getattr(event, "reason", "undecodable"))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        return None
+
+
+def read_kafka(
+    bootstrap: str,
+    topics: Topics,
+    *,
+    idle_s: float = 5.0,
+    step: Callable[[int], None] | None = None,
+) -> ReplayLog:
+    """Read the decision and feedback topics from the beginning to their current end (or until
+    nothing arrives for ``idle_s``); undecodable values are skipped and reported."""
+    skipped = _Skipped()
+    consumer = EventConsumer(
+        bootstrap,
+        {topics.decisions: Decision, topics.feedback: Feedback},
+        group_id=None,
+        deadletter=DeadLetterWriter(skipped, topics.deadletter),
+        client_id="copyloop-replay",
+    )
+    decisions: list[Decision] = []
+    feedback: list[Feedback] = []
+    try:
+        consumer.assign()
+        ends = consumer.end_offsets()
+        last = time.monotonic()
+        while any(consumer.positions.get(k, 0) < end for k, end in ends.items()):
+            batch = consumer.poll(timeout_s=0.5, max_records=5000)
+            for rec in batch:
+                if isinstance(rec.event, Decision):
+                    decisions.append(rec.event)
+                elif isinstance(rec.event, Feedback):
+                    feedback.append(rec.event)
+            if batch:
+                last = time.monotonic()
+                if step is not None:
+                    step(len(batch))
+            elif time.monotonic() - last > idle_s:
+                break
+    except StreamsError as exc:
+        raise ReplayError(f"reading Kafka at {bootstrap} failed: {exc}") from exc
+    finally:
+        consumer.close()
+    if not decisions:
+        raise ReplayError(f"no decisions on `{topics.decisions}` at {bootstrap}", "--from-kafka")
+    log = _decision_columns(decisions, [], {})
+    log.objects = decisions
+    origin = {"kafka": bootstrap, "topics": [topics.decisions, topics.feedback]}
+    return ReplayLog(log, _feedback_columns(feedback, []), origin, skipped.reasons)
+
+
+def from_events(decisions: Sequence[Decision], feedback: Sequence[Feedback]) -> ReplayLog:
+    """A log of validated events held in memory (the simulator's, or a test's)."""
+    if not decisions:
+        raise ReplayError("no decisions to replay")
+    log = _decision_columns(list(decisions), [], {})
+    log.objects = list(decisions)
+    return ReplayLog(log, _feedback_columns(list(feedback), []), {"memory": True})
