@@ -335,3 +335,22 @@ def test_normal_interval_agrees_with_obp_bootstrap_on_a_large_log() -> None:
     width = ours.high - ours.low
     assert ours.low == pytest.approx(theirs["95.0% CI (lower)"], abs=0.1 * width)
     assert ours.high == pytest.approx(theirs["95.0% CI (upper)"], abs=0.1 * width)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_logs_longer_than_one_block_match_plain_numpy(slots: int) -> None:
+    # row sums and DR's baseline run block by block; a log past one block must not notice
+    d = _random_log(ope._BLOCK_ROWS + 1234, 3, slots, seed=20 + slots)
+    dist, q, pos = d["action_dist"], d["estimated_rewards_by_reg_model"], d["position"]
+    rows = np.arange(dist.shape[0])
+    w = dist[rows, d["action"], pos] / d["pscore"]
+    expect = np.mean(
+        (q[rows, :, pos] * dist[rows, :, pos]).sum(axis=1)
+        + w * (d["reward"] - q[rows, d["action"], pos])
+    )
+    got = ope.dr(d["reward"], d["action"], d["pscore"], dist, q, pos)
+    assert got == pytest.approx(expect, rel=1e-12)
+    bad = dist.copy()
+    bad[-1, :, 0] *= 1.01  # the last row, in the last block
+    with pytest.raises(ValueError, match="`action_dist` must sum to 1"):
+        ope.ips(d["reward"], d["action"], d["pscore"], bad, pos)
