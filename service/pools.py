@@ -11,18 +11,17 @@ import threading
 from dataclasses import dataclass
 
 from bandit.features import action_features
+from bandit.policy import ActionSet
 from service.errors import Conflict, NotFound
 from streams.schemas import ActionFeatures, Variant, VariantPool
-
-Actions = tuple[tuple[str, ActionFeatures], ...]
 
 
 @dataclass(frozen=True)
 class IndexedPool:
     pool: VariantPool
     variants: dict[str, Variant]
-    #: (channel, language or None for any) -> actions in pool order
-    actions: dict[tuple[str, str | None], Actions]
+    #: (channel, language or None for any) -> actions in pool order, their VW text cached
+    actions: dict[tuple[str, str | None], ActionSet]
 
     @classmethod
     def build(cls, pool: VariantPool) -> IndexedPool:
@@ -34,7 +33,7 @@ class IndexedPool:
         return cls(
             pool=pool,
             variants={v.variant_id: v for v in pool.variants},
-            actions={k: tuple(items) for k, items in groups.items()},
+            actions={k: ActionSet(items) for k, items in groups.items()},
         )
 
 
@@ -67,11 +66,11 @@ class PoolCache:
             raise NotFound("product_id", f"has no variant pool: {product_id!r}")
         return found
 
-    def actions(self, product_id: str, channel: str, language: str | None = None) -> Actions:
+    def actions(self, product_id: str, channel: str, language: str | None = None) -> ActionSet:
         """The scored actions of ``product_id`` on ``channel`` (optionally in ``language``)."""
         indexed = self.get(product_id)
         found = indexed.actions.get((channel, language))
-        if found:
+        if found is not None:
             return found
         if (channel, None) not in indexed.actions:
             raise Conflict(

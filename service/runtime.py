@@ -216,7 +216,8 @@ class Runtime:
         except (ValueError, OverflowError, TypeError) as exc:
             # e.g. a time so far out that no calendar arithmetic works on it
             raise BadRequest("context", f"could not be encoded: {exc}") from exc
-        decision = self.policy.choose(
+        # the holder's current policy, read once; Policy.choose takes the prepared ActionSet
+        decision = self.policy.policy.choose(
             encoded,
             actions,
             event_id=uuid.uuid4(),
