@@ -95,8 +95,8 @@ def replay(
 ) -> None:
     """Estimate the logging policy's value and candidates' by IPS, SNIPS and DR with intervals."""
     started = time.perf_counter()
-    settings = Settings()
     try:
+        settings = Settings()
         specs = [PolicySpec("logging")] + [PolicySpec.parse(p) for p in policy or ["uniform"]]
         config = ReplayConfig(
             policies=tuple(dict.fromkeys(specs)),

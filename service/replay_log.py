@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, count
+from itertools import chain
 from operator import attrgetter as _get
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, NoReturn
 from uuid import UUID
 
 import msgspec
@@ -63,12 +63,24 @@ class _DecisionRow(msgspec.Struct, gc=False):
 
     event_id: _Id
     ts: _Aware
-    actions: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+    #: kept as raw JSON: a log repeats a few pools many times, each is decoded once
+    actions: msgspec.Raw
     action: Annotated[int, msgspec.Meta(ge=0)]
     action_dist: Annotated[list[float], msgspec.Meta(min_length=1, max_length=256)]
     #: optional here so that a log without it can still be replayed, with a warning
     pscore: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     schema_version: Literal[1] = 1
+
+    @classmethod
+    def of(cls, d: Decision) -> _DecisionRow:
+        return cls(
+            str(d.event_id),
+            d.ts,
+            msgspec.Raw(msgspec.json.encode(d.actions)),
+            d.action,
+            d.action_dist,
+            d.pscore,
+        )
 
 
 class _FeedbackRow(msgspec.Struct, gc=False):
@@ -78,31 +90,17 @@ class _FeedbackRow(msgspec.Struct, gc=False):
     kind: Literal["impression", "click", "add_to_cart", "purchase"]
     schema_version: Literal[1] = 1
 
-
-class _DecisionLike(Protocol):
-    @property
-    def event_id(self) -> str | UUID: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def actions(self) -> Sequence[str]: ...
-    @property
-    def action(self) -> int: ...
-    @property
-    def action_dist(self) -> Sequence[float]: ...
-    @property
-    def pscore(self) -> float | None: ...
+    @classmethod
+    def of(cls, f: Feedback) -> _FeedbackRow:
+        return cls(f.feedback_id, str(f.event_id), f.ts, f.kind)
 
 
-class _FeedbackLike(Protocol):
-    @property
-    def feedback_id(self) -> str: ...
-    @property
-    def event_id(self) -> str | UUID: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def kind(self) -> str: ...
+_POOL = msgspec.json.Decoder(
+    Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]],
+        msgspec.Meta(min_length=1, max_length=256),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,11 @@ def _decode_file(path: Path, kind: Literal["decision", "feedback"], strict: bool
         try:
             rows.append(decoder.decode(line))
         except (msgspec.ValidationError, msgspec.DecodeError):
-            rows.append(validate(path, n, line))
+            event = validate(path, n, line)
+            if isinstance(event, Decision):
+                rows.append(_DecisionRow.of(event))
+            else:
+                rows.append(_FeedbackRow.of(event))
     return rows
 
 
@@ -296,21 +298,17 @@ def canonical_uuids(ids: list[str]) -> tuple[list[str], int | None]:
 
 
 def _decision_columns(
-    rows: Sequence[_DecisionLike], sources: list[Source], index: dict[str, int]
+    rows: Sequence[_DecisionRow], sources: list[Source], index: dict[str, int]
 ) -> DecisionLog:
     # map + attrgetter keep each column pass in C: a generator costs a frame per row
     n = len(rows)
-    event_ids, bad_id = canonical_uuids(list(map(str, map(_get("event_id"), rows))))
+    event_ids, bad_id = canonical_uuids(list(map(_get("event_id"), rows)))
     if bad_id is not None:
         _reject("decision", sources, bad_id, "`event_id` is not a UUID")
     dists = list(map(_get("action_dist"), rows))
-    actions = list(map(_get("actions"), rows))
     lengths = np.fromiter(map(len, dists), np.intp, n)
-    n_ids = np.fromiter(map(len, actions), np.intp, n)
     dist_flat = np.fromiter(chain.from_iterable(dists), np.float64)
-    ids = list(chain.from_iterable(actions))
-    index.update(zip(set(ids).difference(index), count(len(index)), strict=False))
-    codes_flat = np.fromiter(map(index.__getitem__, ids), np.int32, len(ids))
+    n_ids, codes = _pool_codes(rows, sources, index, int(lengths.max()))
     action = np.fromiter(map(_get("action"), rows), np.intp, n)
     # None (no pscore logged) becomes NaN
     pscore = np.array(list(map(_get("pscore"), rows)), dtype=np.float64)
@@ -318,7 +316,6 @@ def _decision_columns(
     if bad.size:
         _reject("decision", sources, int(bad[0]), "`actions` and `action_dist` differ in length")
     dist = _padded(lengths, dist_flat, 0.0, np.float64)
-    codes = _padded(lengths, codes_flat, -1, np.int32)
     chosen = np.where(action < lengths, action, 0)
     p_chosen = dist[np.arange(n), chosen]
     sums = dist.sum(axis=1)
@@ -348,9 +345,30 @@ def _decision_columns(
     )
 
 
+def _pool_codes(
+    rows: Sequence[_DecisionRow], sources: list[Source], index: dict[str, int], width: int
+) -> tuple[NDArray[np.intp], NDArray[np.int32]]:
+    """Each row's number of actions and variant codes (padded with -1 to ``width``), decoding
+    each distinct ``actions`` list once; ``index`` maps variant ids to codes."""
+    keys = list(map(bytes, map(_get("actions"), rows)))
+    pools = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    pool_of = np.fromiter(map(pools.__getitem__, keys), np.intp, len(keys))
+    table = np.full((len(pools), width), -1, dtype=np.int32)
+    sizes = np.zeros(len(pools), dtype=np.intp)
+    for key, i in pools.items():
+        try:
+            ids = _POOL.decode(key)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            _reject("decision", sources, keys.index(key), "`actions` must list variant ids")
+        sizes[i] = len(ids)
+        codes = [index.setdefault(v, len(index)) for v in ids[:width]]
+        table[i, : len(codes)] = codes
+    return sizes[pool_of], table[pool_of]
+
+
 def _reject(
     kind: Literal["decision", "feedback"], sources: list[Source], row: int, reason: str
-) -> None:
+) -> NoReturn:
     """Raise for a row that failed a check on the arrays, in the contract model's words."""
     validate = _validate_decision if kind == "decision" else _validate_feedback
     for src in sources:
@@ -361,9 +379,9 @@ def _reject(
     raise ReplayError(f"{kind} #{row + 1}: {reason}")
 
 
-def _feedback_columns(rows: Sequence[_FeedbackLike], sources: list[Source]) -> FeedbackLog:
+def _feedback_columns(rows: Sequence[_FeedbackRow], sources: list[Source]) -> FeedbackLog:
     n = len(rows)
-    event_ids, bad_id = canonical_uuids(list(map(str, map(_get("event_id"), rows))))
+    event_ids, bad_id = canonical_uuids(list(map(_get("event_id"), rows)))
     if bad_id is not None:
         _reject("feedback", sources, bad_id, "`event_id` is not a UUID")
     return FeedbackLog(
@@ -491,16 +509,18 @@ def read_kafka(
         consumer.close()
     if not decisions:
         raise ReplayError(f"no decisions on `{topics.decisions}` at {bootstrap}", "--from-kafka")
-    log = _decision_columns(decisions, [], {})
+    log = _decision_columns(list(map(_DecisionRow.of, decisions)), [], {})
     log.objects = decisions
     origin = {"kafka": bootstrap, "topics": [topics.decisions, topics.feedback]}
-    return ReplayLog(log, _feedback_columns(feedback, []), origin, skipped.reasons)
+    fb = _feedback_columns(list(map(_FeedbackRow.of, feedback)), [])
+    return ReplayLog(log, fb, origin, skipped.reasons)
 
 
 def from_events(decisions: Sequence[Decision], feedback: Sequence[Feedback]) -> ReplayLog:
     """A log of validated events held in memory (the simulator's, or a test's)."""
     if not decisions:
         raise ReplayError("no decisions to replay")
-    log = _decision_columns(list(decisions), [], {})
+    log = _decision_columns(list(map(_DecisionRow.of, decisions)), [], {})
     log.objects = list(decisions)
-    return ReplayLog(log, _feedback_columns(list(feedback), []), {"memory": True})
+    fb = _feedback_columns(list(map(_FeedbackRow.of, feedback)), [])
+    return ReplayLog(log, fb, {"memory": True})

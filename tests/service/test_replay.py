@@ -235,6 +235,8 @@ def _broken(tmp_path: Path, line_no: int, mutate: Any) -> Path:
         (lambda s: json.dumps({**json.loads(s), "event_id": "nope"}), "field `event_id`"),
         (lambda s: json.dumps({**json.loads(s), "action": 9}), "`action`"),
         (lambda s: json.dumps({**json.loads(s), "action_dist": [0.25] * 3}), "`action_dist`"),
+        (lambda s: json.dumps({**json.loads(s), "actions": ["v0", 3, "v2", "v3"]}), "`actions.1`"),
+        (lambda s: json.dumps({**json.loads(s), "actions": ["v0", "v1"]}), "`action_features`"),
     ],
 )
 def test_a_malformed_line_names_file_line_and_field(
