@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -34,12 +35,14 @@ from service.replay_log import read_dir
 from streams.schemas import Decision, Feedback
 
 
-def _best(fn: Callable[[], Any], repeats: int) -> float:
+def _best(
+    fn: Callable[[], Any], repeats: int, clock: Callable[[], float] = time.perf_counter
+) -> float:
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -152,6 +155,8 @@ def bench_replay(n: int, k: int, repeats: int) -> dict[str, Any]:
             evaluate(read_dir(folder), config)
 
         seconds = _best(run, repeats)
+        # CPU seconds of this process too: on a shared machine wall time includes waiting
+        cpu = _best(run, repeats, time.process_time)
         result = evaluate(read_dir(folder), config).to_dict()
     per_s = lines / seconds
     return {
@@ -159,8 +164,11 @@ def bench_replay(n: int, k: int, repeats: int) -> dict[str, Any]:
         "events": lines,
         "seconds": round(seconds, 4),
         "events_per_s": round(per_s),
+        "cpu_seconds": round(cpu, 4),
+        "events_per_cpu_s": round(lines / cpu),
         "target_per_s": 200_000,
         "meets_target": per_s >= 200_000,
+        "meets_target_on_cpu_time": lines / cpu >= 200_000,
         "logging_ips": result["policies"]["logging"]["ips"]["value"],
     }
 
@@ -181,7 +189,7 @@ def main() -> None:
         bar.advance(task)
     result = {
         "benchmark": "ope",
-        "machine": {"python": platform.python_version(), "cpus": platform.machine()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "estimators": estimators,
         "replay": replay,
     }
