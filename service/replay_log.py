@@ -1,19 +1,16 @@
 """Reading logged decisions and feedback for ``copyloop replay``: JSON-lines dumps of the topics
 (``*decisions*.jsonl``, ``*feedback*.jsonl``, one Kafka value a line) or the topics themselves.
 
-Lines are decoded by msgspec into the few fields replay reads, the rest of each line skipped
-unparsed: a full pydantic ``Decision`` costs ~100 µs a line here, far over the 200,000 events/s
-budget (TARGETS.md). The contract's cross-field rules (``action_dist`` sums to 1, ``pscore`` is
-``action_dist[action]``, one entry per action) are then checked on whole arrays, and any line that
-fails either step is validated again by the contract's pydantic model, so its error names the
-file, the line and the field as every other part of copyloop does. ``strict`` validates every
-line with the pydantic models (slow)."""
+Lines are decoded by ``service.replay_lines``. The contract's cross-field rules
+(``action_dist`` sums to 1, ``pscore`` is ``action_dist[action]``, one entry per action) are
+then checked on whole arrays, and a line that fails is validated again by the contract's
+pydantic model, so its error names the file, the line and the field as every other part of
+copyloop does. ``strict`` validates every line with the pydantic models (slow)."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,86 +18,37 @@ from datetime import datetime
 from itertools import chain
 from operator import attrgetter as _get
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
-from uuid import UUID
+from typing import Any, Literal, NoReturn
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import ValidationError
 
-from service.errors import ServiceError
+from service.replay_lines import (
+    POOL,
+    DecisionRow,
+    FeedbackRow,
+    ReplayError,
+    bad_line,
+    canonical_uuids,
+    decode_file,
+    nonblank,
+    read_file,
+    validate_decision,
+    validate_feedback,
+)
 from streams.consumer import EventConsumer
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
 from streams.schemas import Decision, Event, Feedback
-from streams.serde import describe
 from streams.topics import Topics
+
+__all__ = ["KIND_BITS", "DecisionLog", "FeedbackLog", "ReplayError", "ReplayLog", "canonical_uuids"]
 
 #: bit of each feedback kind in a per-event mask
 KIND_BITS: dict[str, int] = {"impression": 1, "click": 2, "add_to_cart": 4, "purchase": 8}
 DECISION_GLOB = "*decisions*.jsonl"
 FEEDBACK_GLOB = "*feedback*.jsonl"
-
-
-class ReplayError(ServiceError):
-    """A log that cannot be replayed: missing, malformed, empty, or an unusable policy."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(field, message)
-
-
-_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-# Event ids are read as strings and checked as UUIDs on whole arrays (``canonical_uuids``):
-# msgspec's own UUID type costs more than the rest of a feedback line.
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
-class _DecisionRow(msgspec.Struct, gc=False):
-    """What replay reads of a ``Decision``; unknown and unneeded fields are skipped."""
-
-    event_id: _Id
-    ts: _Aware
-    #: kept as raw JSON: a log repeats a few pools many times, each is decoded once
-    actions: msgspec.Raw
-    action: Annotated[int, msgspec.Meta(ge=0)]
-    action_dist: Annotated[list[float], msgspec.Meta(min_length=1, max_length=256)]
-    #: optional here so that a log without it can still be replayed, with a warning
-    pscore: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    schema_version: Literal[1] = 1
-
-    @classmethod
-    def of(cls, d: Decision) -> _DecisionRow:
-        return cls(
-            str(d.event_id),
-            d.ts,
-            msgspec.Raw(msgspec.json.encode(d.actions)),
-            d.action,
-            d.action_dist,
-            d.pscore,
-        )
-
-
-class _FeedbackRow(msgspec.Struct, gc=False):
-    feedback_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    event_id: _Id
-    ts: _Aware
-    kind: Literal["impression", "click", "add_to_cart", "purchase"]
-    schema_version: Literal[1] = 1
-
-    @classmethod
-    def of(cls, f: Feedback) -> _FeedbackRow:
-        return cls(f.feedback_id, str(f.event_id), f.ts, f.kind)
-
-
-_POOL = msgspec.json.Decoder(
-    Annotated[
-        list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]],
-        msgspec.Meta(min_length=1, max_length=256),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -147,10 +95,10 @@ class DecisionLog:
                 pos += 1
             if not mine:
                 continue
-            numbered = _nonblank(src.path, _read(src.path))
+            numbered = nonblank(src.path, read_file(src.path))
             for r in mine:
                 lineno, line = numbered[r - src.first]
-                out[r] = _validate_decision(src.path, lineno, line)
+                out[r] = validate_decision(src.path, lineno, line)
         return [out[r] for r in rows]
 
 
@@ -178,82 +126,6 @@ class ReplayLog:
         return len(self.decisions) + len(self.feedback) + len(self.skipped)
 
 
-# -- line level --------------------------------------------------------------------------------
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ReplayError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _nonblank(path: Path, data: bytes) -> list[tuple[int, bytes]]:
-    return [(i, line) for i, line in enumerate(data.split(b"\n"), 1) if line.strip()]
-
-
-def _bad_line(path: Path, lineno: int, what: str) -> ReplayError:
-    return ReplayError(f"{path.name}:{lineno}: {what}")
-
-
-def _with_pscore(path: Path, lineno: int, line: bytes) -> Any:
-    """The line as JSON, with a missing ``pscore`` taken from ``action_dist[action]`` (replay
-    warns about those instead of refusing the log)."""
-    try:
-        obj = json.loads(line)
-    except ValueError as exc:
-        raise _bad_line(path, lineno, f"not JSON: {exc}") from None
-    if isinstance(obj, dict) and "pscore" not in obj:
-        # when this fails too, the model's message names what is wrong
-        with contextlib.suppress(KeyError, IndexError, TypeError):
-            obj["pscore"] = obj["action_dist"][obj["action"]]
-    return obj
-
-
-def _validate_decision(path: Path, lineno: int, line: bytes) -> Decision:
-    try:
-        return Decision.model_validate(_with_pscore(path, lineno, line))
-    except ValidationError as exc:
-        raise _bad_line(path, lineno, f"invalid Decision: {describe(exc)}") from None
-
-
-def _validate_feedback(path: Path, lineno: int, line: bytes) -> Feedback:
-    try:
-        return Feedback.model_validate_json(line)
-    except ValidationError as exc:
-        raise _bad_line(path, lineno, f"invalid Feedback: {describe(exc)}") from None
-
-
-_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "decision": msgspec.json.Decoder(_DecisionRow),
-    "feedback": msgspec.json.Decoder(_FeedbackRow),
-}
-
-
-def _decode_file(path: Path, kind: Literal["decision", "feedback"], strict: bool) -> list[Any]:
-    data = _read(path)
-    decoder = _DECODERS[kind]
-    validate = _validate_decision if kind == "decision" else _validate_feedback
-    if strict:
-        for n, line in _nonblank(path, data):
-            validate(path, n, line)
-    try:
-        return list(decoder.decode_lines(data))
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
-    # a line failed: go line by line; a line the contract's model accepts (msgspec is stricter
-    # about a few formats) is kept, any other gets the model's message naming the field
-    rows: list[Any] = []
-    for n, line in _nonblank(path, data):
-        try:
-            rows.append(decoder.decode(line))
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            event = validate(path, n, line)
-            if isinstance(event, Decision):
-                rows.append(_DecisionRow.of(event))
-            else:
-                rows.append(_FeedbackRow.of(event))
-    return rows
-
-
 # -- columns -----------------------------------------------------------------------------------
 def _padded(lengths: NDArray[np.intp], flat: NDArray[Any], fill: float, dtype: Any) -> NDArray[Any]:
     width = int(lengths.max())
@@ -262,43 +134,8 @@ def _padded(lengths: NDArray[np.intp], flat: NDArray[Any], fill: float, dtype: A
     return out
 
 
-_HYPHENS = [8, 13, 18, 23]
-_HEX_DIGITS = [c for c in range(36) if c not in _HYPHENS]
-_LOWER_HEX = np.zeros(256, dtype=bool)
-_LOWER_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = True
-
-
-def canonical_uuids(ids: list[str]) -> tuple[list[str], int | None]:
-    """``ids`` as canonical UUID strings (lower-case, hyphenated) and the index of the first
-    that is no UUID (``None`` when all are). Canonical ids, which is what the contract's models
-    write, are checked on one byte array; only the others go through ``uuid.UUID``."""
-    n = len(ids)
-    if n == 0:
-        return ids, None
-    odd: NDArray[np.intp]
-    try:
-        if not (np.fromiter(map(len, ids), np.intp, n) == 36).all():
-            raise ValueError("not all 36 characters")
-        raw = np.frombuffer("".join(ids).encode("ascii"), np.uint8).reshape(n, 36)
-        ok = (raw[:, _HYPHENS] == ord("-")).all(axis=1) & _LOWER_HEX[raw[:, _HEX_DIGITS]].all(
-            axis=1
-        )
-        odd = np.flatnonzero(~ok)
-    except (ValueError, UnicodeEncodeError):
-        odd = np.arange(n)
-    if odd.size == 0:
-        return ids, None
-    out = list(ids)
-    for i in odd.tolist():
-        try:
-            out[i] = str(UUID(ids[i]))
-        except ValueError:
-            return out, i
-    return out, None
-
-
 def _decision_columns(
-    rows: Sequence[_DecisionRow], sources: list[Source], index: dict[str, int]
+    rows: Sequence[DecisionRow], sources: list[Source], index: dict[str, int]
 ) -> DecisionLog:
     # map + attrgetter keep each column pass in C: a generator costs a frame per row
     n = len(rows)
@@ -346,7 +183,7 @@ def _decision_columns(
 
 
 def _pool_codes(
-    rows: Sequence[_DecisionRow], sources: list[Source], index: dict[str, int], width: int
+    rows: Sequence[DecisionRow], sources: list[Source], index: dict[str, int], width: int
 ) -> tuple[NDArray[np.intp], NDArray[np.int32]]:
     """Each row's number of actions and variant codes (padded with -1 to ``width``), decoding
     each distinct ``actions`` list once; ``index`` maps variant ids to codes."""
@@ -357,7 +194,7 @@ def _pool_codes(
     sizes = np.zeros(len(pools), dtype=np.intp)
     for key, i in pools.items():
         try:
-            ids = _POOL.decode(key)
+            ids = POOL.decode(key)
         except (msgspec.ValidationError, msgspec.DecodeError):
             _reject("decision", sources, keys.index(key), "`actions` must list variant ids")
         sizes[i] = len(ids)
@@ -370,16 +207,16 @@ def _reject(
     kind: Literal["decision", "feedback"], sources: list[Source], row: int, reason: str
 ) -> NoReturn:
     """Raise for a row that failed a check on the arrays, in the contract model's words."""
-    validate = _validate_decision if kind == "decision" else _validate_feedback
+    validate = validate_decision if kind == "decision" else validate_feedback
     for src in sources:
         if src.first <= row < src.first + src.rows:
-            lineno, line = _nonblank(src.path, _read(src.path))[row - src.first]
+            lineno, line = nonblank(src.path, read_file(src.path))[row - src.first]
             validate(src.path, lineno, line)  # raises with the field's name
-            raise _bad_line(src.path, lineno, reason)
+            raise bad_line(src.path, lineno, reason)
     raise ReplayError(f"{kind} #{row + 1}: {reason}")
 
 
-def _feedback_columns(rows: Sequence[_FeedbackRow], sources: list[Source]) -> FeedbackLog:
+def _feedback_columns(rows: Sequence[FeedbackRow], sources: list[Source]) -> FeedbackLog:
     n = len(rows)
     event_ids, bad_id = canonical_uuids(list(map(_get("event_id"), rows)))
     if bad_id is not None:
@@ -428,7 +265,7 @@ def _read_dir(log_dir: Path, strict: bool, step: Callable[[Path], None] | None) 
     rows: list[Any] = []
     sources: list[Source] = []
     for path in decision_files:
-        got = _decode_file(path, "decision", strict)
+        got = decode_file(path, "decision", strict)
         sources.append(Source(path, len(rows), len(got)))
         rows.extend(got)
         if step is not None:
@@ -438,7 +275,7 @@ def _read_dir(log_dir: Path, strict: bool, step: Callable[[Path], None] | None) 
     fb_rows: list[Any] = []
     fb_sources: list[Source] = []
     for path in feedback_files:
-        got = _decode_file(path, "feedback", strict)
+        got = decode_file(path, "feedback", strict)
         fb_sources.append(Source(path, len(fb_rows), len(got)))
         fb_rows.extend(got)
         if step is not None:
@@ -509,10 +346,10 @@ def read_kafka(
         consumer.close()
     if not decisions:
         raise ReplayError(f"no decisions on `{topics.decisions}` at {bootstrap}", "--from-kafka")
-    log = _decision_columns(list(map(_DecisionRow.of, decisions)), [], {})
+    log = _decision_columns(list(map(DecisionRow.of, decisions)), [], {})
     log.objects = decisions
     origin = {"kafka": bootstrap, "topics": [topics.decisions, topics.feedback]}
-    fb = _feedback_columns(list(map(_FeedbackRow.of, feedback)), [])
+    fb = _feedback_columns(list(map(FeedbackRow.of, feedback)), [])
     return ReplayLog(log, fb, origin, skipped.reasons)
 
 
@@ -520,7 +357,7 @@ def from_events(decisions: Sequence[Decision], feedback: Sequence[Feedback]) -> 
     """A log of validated events held in memory (the simulator's, or a test's)."""
     if not decisions:
         raise ReplayError("no decisions to replay")
-    log = _decision_columns(list(map(_DecisionRow.of, decisions)), [], {})
+    log = _decision_columns(list(map(DecisionRow.of, decisions)), [], {})
     log.objects = list(decisions)
-    fb = _feedback_columns(list(map(_FeedbackRow.of, feedback)), [])
+    fb = _feedback_columns(list(map(FeedbackRow.of, feedback)), [])
     return ReplayLog(log, fb, {"memory": True})
