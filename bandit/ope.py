@@ -17,23 +17,54 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from statistics import NormalDist
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-FloatArray = NDArray[np.float64]
-IntArray = NDArray[np.intp]
+from bandit.ope_stats import (
+    Diagnostics,
+    FloatArray,
+    IntArray,
+    Interval,
+    IntervalMethod,
+    bootstrap_interval,
+    check_alpha,
+    diagnose,
+    dot,
+    effective_sample_size,
+    float_array,
+    int_array,
+    json_float,
+    normal_interval,
+)
+
+__all__ = [
+    "ESTIMATORS",
+    "Diagnostics",
+    "Estimate",
+    "Estimator",
+    "Interval",
+    "IntervalMethod",
+    "bootstrap_interval",
+    "check_inputs",
+    "diagnose",
+    "dm",
+    "dr",
+    "effective_sample_size",
+    "estimate",
+    "importance_weights",
+    "ips",
+    "normal_interval",
+    "snips",
+]
+
 Estimator = Literal["ips", "snips", "dr"]
-IntervalMethod = Literal["normal", "bootstrap"]
 
 ESTIMATORS: tuple[Estimator, ...] = ("ips", "snips", "dr")
 #: how far each row of ``action_dist`` may be from summing to 1 (float32 logs round)
 SUM_TOLERANCE = 1e-4
-#: bootstrap resamples are drawn in blocks of about this many indices to bound memory
-_BOOTSTRAP_BLOCK = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -52,27 +83,6 @@ class LoggedData:
         return int(self.reward.shape[0])
 
 
-def _float_array(name: str, value: Any, ndim: int | tuple[int, ...]) -> FloatArray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"`{name}` must be an array of numbers: {exc}") from None
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if arr.ndim not in dims:
-        want = " or ".join(f"{d}-D" for d in dims)
-        raise ValueError(f"`{name}` must be {want}, got shape {arr.shape}")
-    return arr
-
-
-def _int_array(name: str, value: Any) -> IntArray:
-    arr = np.asarray(value)
-    if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"`{name}` must hold integers, got dtype {arr.dtype}")
-    return arr.astype(np.intp, copy=False)
-
-
 def check_inputs(
     reward: Any,
     action: Any,
@@ -82,13 +92,13 @@ def check_inputs(
     position: Any = None,
 ) -> LoggedData:
     """Validate the arrays once (shapes, ranges, probabilities) and return them as numpy."""
-    r = _float_array("reward", reward, 1)
+    r = float_array("reward", reward, 1)
     n = r.shape[0]
     if n == 0:
         raise ValueError("`reward` must hold at least one round, got 0")
-    a = _int_array("action", action)
-    p = _float_array("pscore", pscore, 1)
-    dist = _float_array("action_dist", action_dist, (2, 3))
+    a = int_array("action", action)
+    p = float_array("pscore", pscore, 1)
+    dist = float_array("action_dist", action_dist, (2, 3))
     if dist.ndim == 2:
         dist = dist[:, :, np.newaxis]
     for name, arr in (("action", a), ("pscore", p)):
@@ -115,7 +125,7 @@ def check_inputs(
         )
     pos: IntArray | None = None
     if position is not None:
-        pos = _int_array("position", position)
+        pos = int_array("position", position)
         if pos.shape[0] != n:
             raise ValueError(f"`position` must have {n} rounds like `reward`, got {pos.shape[0]}")
         if pos.min() < 0 or pos.max() >= len_list:
@@ -126,7 +136,7 @@ def check_inputs(
         raise ValueError(f"`position` is required when `action_dist` has len_list {len_list} > 1")
     q: NDArray[np.float64] | None = None
     if estimated_rewards_by_reg_model is not None:
-        q = _float_array("estimated_rewards_by_reg_model", estimated_rewards_by_reg_model, (2, 3))
+        q = float_array("estimated_rewards_by_reg_model", estimated_rewards_by_reg_model, (2, 3))
         if q.ndim == 2:
             q = q[:, :, np.newaxis]
         if q.shape != dist.shape:
@@ -165,11 +175,6 @@ def _row_sums(dist: NDArray[np.float64]) -> NDArray[np.float64]:
     if len_list == 1:
         return _blocked_einsum("ij->i", dist.reshape(n, n_actions))
     return _blocked_einsum("ijk->ik", dist)
-
-
-def _dot(a: FloatArray, b: FloatArray) -> float:
-    """``a @ b`` without BLAS's thread pool (see :func:`_blocked_einsum`)."""
-    return float(np.einsum("i,i->", a, b))
 
 
 def _ensure_finite(value: float, data: LoggedData) -> float:
@@ -223,7 +228,7 @@ def importance_weights(
     action: Any, pscore: Any, action_dist: Any, position: Any = None
 ) -> FloatArray:
     """``w_t = action_dist[t, action_t, position_t] / pscore_t``."""
-    p = _float_array("pscore", pscore, 1)
+    p = float_array("pscore", pscore, 1)
     data = check_inputs(np.zeros(p.shape[0]), action, p, action_dist, position=position)
     return _weights(data)
 
@@ -261,12 +266,12 @@ def _snips_value(data: LoggedData, w: FloatArray) -> float:
     total = float(w.sum())
     if total == 0.0:
         return 0.0
-    return _ensure_finite(_dot(w, data.reward) / total, data)
+    return _ensure_finite(dot(w, data.reward) / total, data)
 
 
 def dm(action_dist: Any, estimated_rewards_by_reg_model: Any, position: Any = None) -> float:
     """Direct method: the reward model's value of the evaluation policy."""
-    dist = _float_array("action_dist", action_dist, (2, 3))
+    dist = float_array("action_dist", action_dist, (2, 3))
     n = dist.shape[0]
     data = check_inputs(
         np.zeros(n),
@@ -296,83 +301,6 @@ def dr(
     return _ensure_finite(float(_dr_rounds(data, _weights(data)).mean()), data)
 
 
-def effective_sample_size(weights: Any) -> float:
-    """Kish's ESS ``(sum w)^2 / sum w^2``: how many rounds the weighted estimate is worth."""
-    w = _float_array("weights", weights, 1)
-    if not (w.size and w.min() >= 0 and np.isfinite(w).all()):
-        raise ValueError("`weights` must be a non-empty array of finite values >= 0")
-    sq = _dot(w, w)
-    return 0.0 if sq == 0.0 else float(w.sum()) ** 2 / sq
-
-
-# -- intervals --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
-    alpha: float
-    method: IntervalMethod
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"`alpha` must be in (0, 1), got {alpha}")
-
-
-def normal_interval(samples: Any, alpha: float = 0.05, *, center: float | None = None) -> Interval:
-    """``center ± z * sd(samples) / sqrt(n)``; ``center`` defaults to the samples' mean.
-
-    ``samples`` are per-round terms whose mean is the estimate (or, for SNIPS, its influence
-    terms); with fewer than two rounds the bounds are NaN rather than a false zero width."""
-    _check_alpha(alpha)
-    s = _float_array("samples", samples, 1)
-    mid = float(s.mean()) if center is None else center
-    if s.shape[0] < 2:
-        return Interval(math.nan, math.nan, alpha, "normal")
-    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
-    half = z * float(s.std(ddof=1)) / math.sqrt(s.shape[0])
-    return Interval(mid - half, mid + half, alpha, "normal")
-
-
-def bootstrap_interval(
-    samples: Any,
-    alpha: float = 0.05,
-    *,
-    n_bootstrap_samples: int = 10000,
-    seed: int = 0,
-    weights: Any = None,
-) -> Interval:
-    """Percentile bootstrap of the mean of ``samples`` (or, with ``weights``, of the ratio
-    ``sum(samples) / sum(weights)`` recomputed per resample, which is how SNIPS resamples).
-
-    The legacy ``RandomState`` stream is used on purpose: its resamples are the ones obp's
-    ``estimate_confidence_interval_by_bootstrap`` draws for the same ``seed``."""
-    _check_alpha(alpha)
-    if n_bootstrap_samples < 1:
-        raise ValueError(f"`n_bootstrap_samples` must be >= 1, got {n_bootstrap_samples}")
-    s = _float_array("samples", samples, 1)
-    n = s.shape[0]
-    if n == 0:
-        raise ValueError("`samples` must not be empty")
-    w = None if weights is None else _float_array("weights", weights, 1)
-    if w is not None and w.shape != s.shape:
-        raise ValueError(f"`weights` must have the shape of `samples` {s.shape}, got {w.shape}")
-    rng = np.random.RandomState(seed)
-    means = np.empty(n_bootstrap_samples)
-    block = max(1, _BOOTSTRAP_BLOCK // n)
-    for start in range(0, n_bootstrap_samples, block):
-        stop = min(start + block, n_bootstrap_samples)
-        idx = rng.randint(0, n, size=(stop - start, n))
-        if w is None:
-            means[start:stop] = s[idx].mean(axis=1)
-        else:
-            den = w[idx].sum(axis=1)
-            num = s[idx].sum(axis=1)
-            means[start:stop] = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
-    low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return Interval(float(low), float(high), alpha, "bootstrap")
-
-
 # -- everything at once -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Estimate:
@@ -385,21 +313,17 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "estimator": self.estimator,
-            "value": _json_float(self.value),
+            "value": json_float(self.value),
             # "ci95" for alpha 0.05, as in the simulator's summary.json
             f"ci{round(100 * (1 - self.ci.alpha)):d}": [
-                _json_float(self.ci.low),
-                _json_float(self.ci.high),
+                json_float(self.ci.low),
+                json_float(self.ci.high),
             ],
             "alpha": self.ci.alpha,
             "interval": self.ci.method,
             "n_rounds": self.n_rounds,
-            "ess": _json_float(self.ess),
+            "ess": json_float(self.ess),
         }
-
-
-def _json_float(x: float) -> float | None:
-    return x if math.isfinite(x) else None
 
 
 def estimate(
@@ -418,7 +342,7 @@ def estimate(
 ) -> dict[str, Estimate]:
     """Each of ``estimators`` with its interval, from one validation of the arrays. DR needs
     ``estimated_rewards_by_reg_model``; without it DR is skipped."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if interval not in ("normal", "bootstrap"):
         raise ValueError(f"`interval` must be 'normal' or 'bootstrap', got {interval!r}")
     chosen = list(estimators)
@@ -472,85 +396,3 @@ def _shift(ci: Interval, center: float) -> Interval:
     """An interval computed around a zero-mean influence sample, moved to ``center``."""
     half = (ci.high - ci.low) / 2.0
     return Interval(center - half, center + half, ci.alpha, ci.method)
-
-
-# -- diagnostics ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Diagnostics:
-    n_rounds: int
-    ess: float
-    min_pscore: float
-    n_tiny_pscore: int
-    max_weight: float
-    mean_weight: float
-    n_missing_pscore: int = 0
-    warnings: tuple[str, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_rounds": self.n_rounds,
-            "ess": _json_float(self.ess),
-            "ess_ratio": _json_float(self.ess / self.n_rounds) if self.n_rounds else None,
-            "min_pscore": _json_float(self.min_pscore),
-            "n_tiny_pscore": self.n_tiny_pscore,
-            "max_weight": _json_float(self.max_weight),
-            "mean_weight": _json_float(self.mean_weight),
-            "n_missing_pscore": self.n_missing_pscore,
-            "warnings": list(self.warnings),
-        }
-
-
-def diagnose(
-    pscore: Any,
-    weights: Any,
-    *,
-    n_missing_pscore: int = 0,
-    tiny_pscore: float = 1e-3,
-    min_ess_ratio: float = 0.01,
-) -> Diagnostics:
-    """The numbers that say whether an estimate can be trusted, and warnings in words: tiny or
-    missing propensities, a collapsed effective sample size, a mean weight far from 1 (for a
-    correct log and a proper target policy ``E[w] = 1``, so a drift means wrong propensities)."""
-    p = _float_array("pscore", pscore, 1)
-    w = _float_array("weights", weights, 1)
-    if p.shape != w.shape or p.size == 0:
-        raise ValueError(
-            f"`pscore` and `weights` must be non-empty and alike, got {p.shape}, {w.shape}"
-        )
-    if not 0.0 < tiny_pscore < 1.0:
-        raise ValueError(f"`tiny_pscore` must be in (0, 1), got {tiny_pscore}")
-    n = p.shape[0]
-    ess = effective_sample_size(w)
-    n_tiny = int((p < tiny_pscore).sum())
-    mean_w = float(w.mean())
-    se_w = float(w.std()) / math.sqrt(n)
-    warnings: list[str] = []
-    if n_missing_pscore:
-        warnings.append(
-            f"{n_missing_pscore} decisions had no `pscore`; it was taken from `action_dist[action]`"
-        )
-    if n_tiny:
-        warnings.append(
-            f"{n_tiny} of {n} rounds have `pscore` < {tiny_pscore:g} (min {p.min():.3g}): "
-            "their weights dominate IPS and widen every interval"
-        )
-    if ess < min_ess_ratio * n:
-        warnings.append(
-            f"effective sample size {ess:.1f} is under {min_ess_ratio:.0%} of {n} rounds: "
-            "the target policy rarely agrees with the logged actions"
-        )
-    if n >= 100 and abs(mean_w - 1.0) > max(0.05, 4.0 * se_w):
-        warnings.append(
-            f"mean importance weight is {mean_w:.3f}, not about 1: the logged propensities "
-            "may be wrong"
-        )
-    return Diagnostics(
-        n_rounds=n,
-        ess=ess,
-        min_pscore=float(p.min()),
-        n_tiny_pscore=n_tiny,
-        max_weight=float(w.max()),
-        mean_weight=mean_w,
-        n_missing_pscore=n_missing_pscore,
-        warnings=tuple(warnings),
-    )
