@@ -1,10 +1,12 @@
 """The reward join: decisions ⨝ feedback by ``event_id`` within the reward window, on event time.
 
 Pure logic, no Kafka: the learner, the offline replay and the simulator feed it events in the
-order they read them. The watermark is the latest event time seen (or given to
-:meth:`RewardJoiner.advance`). An event closes, and is emitted as :class:`Joined` when it was
-seen, once the watermark passes its decision time + window + ``lateness_s``; the lateness absorbs
-partitions read a little behind one another. Closed events are emitted in (close time, event id)
+order they read them. The watermark is the latest event time seen, or, with
+``follow_event_time=False``, only what the caller gives to :meth:`RewardJoiner.advance` (the
+learner computes it over partitions, so a partition read ahead cannot close the windows of one
+read behind). An event closes, and is emitted as :class:`Joined` when it was seen, once the
+watermark passes its decision time + window + ``lateness_s``; the lateness absorbs messages that
+reach Kafka a little after later ones. Closed events are emitted in (close time, event id)
 order, so the same input gives the same learning order however it was interleaved.
 
 Feedback that cannot count is handed back as :class:`Rejected` for the caller to dead-letter:
@@ -68,17 +70,28 @@ class _Open:
     deadline: float
     kinds: set[str] = field(default_factory=set)
     fids: set[str] = field(default_factory=set)
+    #: the decision's JSON, made at the first checkpoint that holds it and reused by the next
+    json: str | None = None
 
 
 class RewardJoiner:
     """Joins decisions and feedback; see the module docstring for the rules."""
 
-    def __init__(self, config: RewardConfig = DEFAULT_REWARD, *, lateness_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        config: RewardConfig = DEFAULT_REWARD,
+        *,
+        lateness_s: float = 60.0,
+        follow_event_time: bool = True,
+    ) -> None:
         if not (isinstance(lateness_s, int | float) and 0 <= lateness_s < math.inf):
             raise ConfigError(f"`lateness_s` must be >= 0 and finite, got {lateness_s!r}")
         self.config = config
         self.window_s = float(config.window_s)
         self.lateness_s = float(lateness_s)
+        #: move the watermark to each event's time as it is added (one ordered stream, such
+        #: as a log file); off when the caller computes it, as the learner does per partition
+        self.follow_event_time = follow_event_time
         self.stats = JoinStats()
         self._wm = -math.inf
         self._open: dict[UUID, _Open] = {}
@@ -107,7 +120,8 @@ class RewardJoiner:
     def add_decision(self, decision: Decision) -> list[Rejected]:
         """Open ``decision``'s event; returns buffered feedback for it that cannot count."""
         ts = decision.ts.timestamp()
-        self._wm = max(self._wm, ts)
+        if self.follow_event_time:
+            self._wm = max(self._wm, ts)
         eid = decision.event_id
         if eid in self._open or eid in self._closed:
             self.stats.duplicate_decisions += 1
@@ -127,7 +141,8 @@ class RewardJoiner:
 
     def add_feedback(self, feedback: Feedback, ref: Ref = None) -> list[Rejected]:
         """Count ``feedback`` towards its event (or hold it until its decision arrives)."""
-        self._wm = max(self._wm, feedback.ts.timestamp())
+        if self.follow_event_time:
+            self._wm = max(self._wm, feedback.ts.timestamp())
         self.stats.feedback += 1
         r = self._attach(feedback, ref)
         return [] if r is None else [r]
@@ -221,10 +236,6 @@ class RewardJoiner:
         state: dict[str, Any] = {
             "format": 1,
             "watermark": None if self._wm == -math.inf else self._wm,
-            "open": [
-                [op.decision.model_dump(mode="json"), sorted(op.kinds), sorted(op.fids)]
-                for op in self._open.values()
-            ],
             "orphans": [
                 [fb.model_dump(mode="json"), ref]
                 for held in self._orphans.values()
@@ -233,13 +244,27 @@ class RewardJoiner:
             "closed": [[eid.hex, t] for eid, t in self._closed.items()],
             "stats": self.stats.to_dict(),
         }
-        return json.dumps(state, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        parts: list[str] = []
+        for op in self._open.values():
+            if op.json is None:
+                op.json = op.decision.model_dump_json()
+            kinds = json.dumps(sorted(op.kinds))
+            fids = json.dumps(sorted(op.fids), ensure_ascii=False)
+            parts.append(f"[{op.json},{kinds},{fids}]")
+        head = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+        # open decisions are spliced in as the JSON they already are
+        return (head[:-1] + ',"open":[' + ",".join(parts) + "]}").encode("utf-8")
 
     @classmethod
     def from_state(
-        cls, data: bytes, config: RewardConfig = DEFAULT_REWARD, *, lateness_s: float = 60.0
+        cls,
+        data: bytes,
+        config: RewardConfig = DEFAULT_REWARD,
+        *,
+        lateness_s: float = 60.0,
+        follow_event_time: bool = True,
     ) -> RewardJoiner:
-        joiner = cls(config, lateness_s=lateness_s)
+        joiner = cls(config, lateness_s=lateness_s, follow_event_time=follow_event_time)
         try:
             state = json.loads(data)
             if state.get("format") != 1:

@@ -180,6 +180,7 @@ class Policy:
         self.learned = learned
         self._vw = VWModel(vw_arguments(self.config, seed), model=model)
         self._lines: dict[tuple[Any, ...], str] = {}
+        self._logged: dict[tuple[str, ...], tuple[list[ActionFeatures], list[str]]] = {}
 
     @property
     def version(self) -> str:
@@ -279,12 +280,24 @@ class Policy:
         for decision, reward in items:
             if not math.isfinite(reward):
                 raise FeatureError("reward", f"must be finite, got {reward!r}")
-            lines = [
-                self._action_line(i, f)
-                for i, f in zip(decision.actions, decision.action_features, strict=True)
-            ]
+            lines = self._logged_lines(decision)
             label = (decision.action, reward, decision.pscore)
             yield example_text(shared_line(decision.context), lines, label)
+
+    def _logged_lines(self, decision: Decision) -> Sequence[str]:
+        """The action lines of a logged decision; decisions of one pool share them."""
+        key = tuple(decision.actions)
+        feats = decision.action_features
+        hit = self._logged.get(key)
+        if hit is not None and (
+            all(a is b for a, b in zip(hit[0], feats, strict=True)) or hit[0] == feats
+        ):
+            return hit[1]
+        if len(self._logged) >= _LINE_CACHE_MAX:
+            self._logged.clear()
+        lines = [self._action_line(i, f) for i, f in zip(key, feats, strict=True)]
+        self._logged[key] = (list(feats), lines)
+        return lines
 
     # -- persistence ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -65,9 +65,11 @@ def shared_line(context: Mapping[str, FeatureValue]) -> str:
     ctx: list[str] = []
     cache = _TOKEN_CACHE
     for item in context.items():
-        # bucketed string values repeat, so their tokens are memoised (rank hot path);
-        # other types are rare and cheap, and an int key would collide with an equal float
-        if type(item[1]) is str:
+        # bucketed values repeat, so their tokens are memoised (rank and learn hot paths);
+        # not floats (1.0 == 1 would share a key, yet `x:1` is not `x=1`) nor lists (unhashable);
+        # True == 1 do share a key, harmlessly: both are the token `x=1`
+        kind = type(item[1])
+        if kind is not float and kind is not list:
             hit = cache.get(item)
             if hit is None:
                 if len(cache) >= _TOKEN_CACHE_MAX:

@@ -86,6 +86,9 @@ def _register_commands() -> None:
     from service import cmd_replay
 
     cmd_replay.register(app)
+    from service import cmd_learn
+
+    cmd_learn.register(app)
 
 
 _register_commands()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from streams.schemas import Decision, Feedback, FeedbackKind
+from streams.schemas import Decision, FeatureValue, Feedback, FeedbackKind
 
 from . import synth
 
@@ -16,7 +16,12 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def decision(t: float, event_id: uuid.UUID | None = None, action: int = 0) -> Decision:
+def decision(
+    t: float,
+    event_id: uuid.UUID | None = None,
+    action: int = 0,
+    context: dict[str, FeatureValue] | None = None,
+) -> Decision:
     n = len(synth.ACTIONS)
     return Decision(
         event_id=event_id or uuid.uuid4(),
@@ -25,7 +30,7 @@ def decision(t: float, event_id: uuid.UUID | None = None, action: int = 0) -> De
         channel="ad_headline",
         pool_version=1,
         policy_version="test",
-        context={"u_age": "18-24", "c_channel": "ad_headline"},
+        context=context or {"u_age": "18-24", "c_channel": "ad_headline"},
         actions=synth.ACTIONS.ids,
         action_features=synth.ACTIONS.features,
         action=action,

@@ -1,0 +1,351 @@
+"""The learner process: consume ``copyloop.decisions`` and ``copyloop.feedback``, join them into
+rewards, learn, checkpoint, announce.
+
+Exactly once: partitions are assigned by hand and sought to the checkpoint's offsets; the model,
+the joiner state, the learned count and those offsets are written together in one atomic file.
+After a crash the learner restores all four and re-reads from the offsets, so everything learned
+after the checkpoint is learned again, once, and nothing before it twice. Dead letters are
+flushed before a checkpoint moves past them (a restart may send some again: at least once)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bandit.checkpoint import Checkpoint
+from bandit.errors import ConfigError
+from bandit.join import Rejected, RewardJoiner
+from bandit.policy import Policy, PolicyConfig
+from bandit.reward import DEFAULT_REWARD, RewardConfig
+from bandit.snapshot import write_snapshot
+from bandit.wire import WireDecision
+from streams.consumer import EventConsumer, PartitionKey, Received
+from streams.deadletter import DeadLetterWriter
+from streams.errors import StreamsError
+from streams.producer import EventSink, KafkaEventSink
+from streams.schemas import Decision, Event, Feedback, ModelAnnouncement
+from streams.serde import encode
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "bandit-learner.ckpt"
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    topics: Topics
+    data_dir: Path
+    reward: RewardConfig = DEFAULT_REWARD
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    seed: int = 0
+    snapshot_every_s: float = 10.0
+    #: event-time slack for messages that reach Kafka after later ones (see bandit.join)
+    lateness_s: float = 60.0
+    #: events stamped further ahead of this clock are dead-lettered (None: no check), so one
+    #: bad clock cannot move the watermark past everyone else's events
+    max_future_s: float | None = 300.0
+    #: when a poll finds nothing new, move the watermark to the wall clock, so windows close
+    #: while traffic is quiet (off for logs stamped in the past, such as tests and replays)
+    idle_close: bool = False
+    poll_timeout_s: float = 0.2
+    poll_max_records: int = 2000
+    keep_snapshots: int = 10
+    group_id: str = "copyloop-learner"
+
+    def __post_init__(self) -> None:
+        if not self.snapshot_every_s > 0:
+            raise ConfigError(f"`snapshot_every_s` must be > 0, got {self.snapshot_every_s}")
+        if not 0 <= self.lateness_s < math.inf:
+            raise ConfigError(f"`lateness_s` must be >= 0 and finite, got {self.lateness_s}")
+        if self.max_future_s is not None and not self.max_future_s > 0:
+            raise ConfigError(f"`max_future_s` must be > 0 or None, got {self.max_future_s}")
+        if not 1 <= self.poll_max_records <= 100_000:
+            raise ConfigError(
+                f"`poll_max_records` must be in [1, 100000], got {self.poll_max_records}"
+            )
+        if self.keep_snapshots < 1:
+            raise ConfigError(f"`keep_snapshots` must be >= 1, got {self.keep_snapshots}")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.data_dir / "checkpoints" / CHECKPOINT_NAME
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.data_dir / "models" / "bandit"
+
+
+@dataclass
+class LearnerStats:
+    learned: int = 0
+    records: int = 0
+    dead_lettered: int = 0
+    checkpoints: int = 0
+    announcements: int = 0
+    errors: int = 0
+
+
+class Learner:
+    """One learner over the decisions and feedback topics. Build with :meth:`connect`, then
+    :meth:`run` (or :meth:`start` + :meth:`step` + :meth:`checkpoint` + :meth:`close`)."""
+
+    def __init__(
+        self,
+        config: LearnerConfig,
+        consumer: EventConsumer,
+        sink: EventSink,
+        deadletter: DeadLetterWriter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.consumer = consumer
+        self.sink = sink
+        self.deadletter = deadletter
+        self.clock = clock
+        self.stats = LearnerStats()
+        self.policy = Policy(config.policy, config.seed)
+        self.joiner = RewardJoiner(
+            config.reward, lateness_s=config.lateness_s, follow_event_time=False
+        )
+        #: latest event time read per partition, for the watermark
+        self._latest: dict[PartitionKey, float] = {}
+        #: partitions with no known position that an idle poll showed to hold nothing to read
+        self._drained: set[PartitionKey] = set()
+        self.lineage = uuid.uuid4().hex[:8]
+        self.seq = 0
+        self._announced_learned = 0
+        self._announce_pending = False
+        self._last_checkpoint = time.monotonic()
+        self._started = False
+
+    @classmethod
+    def connect(cls, config: LearnerConfig, bootstrap: str, **kwargs: Any) -> Learner:
+        sink = KafkaEventSink(bootstrap, client_id="copyloop-learner")
+        deadletter = DeadLetterWriter(sink, config.topics.deadletter)
+        models: dict[str, type[Event]] = {
+            config.topics.decisions: WireDecision,
+            config.topics.feedback: Feedback,
+        }
+        consumer = EventConsumer(
+            bootstrap,
+            models,
+            group_id=config.group_id,
+            deadletter=deadletter,
+            client_id="copyloop-learner",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        return cls(config, consumer, sink, deadletter, **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Restore the checkpoint (if any), seek to its offsets, re-announce its snapshot."""
+        ck = Checkpoint.load(self.config.checkpoint_path)
+        offsets = None
+        if ck is not None:
+            self.policy = Policy.from_bytes(ck.policy)
+            self.joiner = RewardJoiner.from_state(
+                ck.joiner,
+                self.config.reward,
+                lateness_s=self.config.lateness_s,
+                follow_event_time=False,
+            )
+            self.lineage, self.seq = ck.lineage, ck.seq
+            ours = set(self.consumer.topics)
+            offsets = {k: v for k, v in ck.offsets.items() if k[0] in ours}
+            log.info("resuming %s at %d learned events", ck.version, ck.learned)
+        self.consumer.assign(offsets)
+        self.stats.learned = self.policy.learned
+        if ck is not None and ck.learned > 0:
+            # the crash may have come between the checkpoint and its announcement
+            self._announced_learned = -1
+            self._announce_pending = True
+            self._publish_announcement()
+        self._last_checkpoint = time.monotonic()
+        self._started = True
+
+    def step(self) -> int:
+        """Poll once, join, learn what closed; returns the number of records read."""
+        records = self.consumer.poll(self.config.poll_timeout_s, self.config.poll_max_records)
+        now = self.clock()
+        joiner = self.joiner
+        latest = self._latest
+        limit = None if self.config.max_future_s is None else now + self.config.max_future_s
+        for rec in records:
+            event = rec.event
+            ts = event.ts.timestamp()  # type: ignore[attr-defined]
+            if limit is not None and ts > limit:
+                self._reject_future(rec, limit)
+                continue
+            key = (rec.topic, rec.partition)
+            if ts > latest.get(key, -math.inf):
+                latest[key] = ts
+            if isinstance(event, Decision):
+                self._dead_letter(joiner.add_decision(event))
+            elif isinstance(event, Feedback):
+                self._dead_letter(joiner.add_feedback(event, (rec.partition, rec.offset)))
+        watermark = self._watermark(idle=not records)
+        if not records and self.config.idle_close:
+            watermark = now if watermark is None else max(watermark, now)
+        joined, rejected = joiner.advance(watermark)
+        if joined:
+            self.policy.learn_many((j.decision, j.reward) for j in joined)
+        self._dead_letter(rejected)
+        self.stats.records += len(records)
+        self.stats.learned = self.policy.learned
+        if time.monotonic() - self._last_checkpoint >= self.config.snapshot_every_s:
+            self.checkpoint()
+        return len(records)
+
+    def _watermark(self, *, idle: bool) -> float | None:
+        """Event time up to which every partition has been read: the least latest-time over
+        the partitions that still hold unread records (the latest overall once none do), so a
+        partition read ahead of another never closes the other's windows."""
+        latest = self._latest
+        if idle:
+            # nothing was returned: every partition is read to its end
+            self._drained.update(k for k in self.consumer.partitions() if k not in latest)
+            return max(latest.values()) if latest else None
+        positions = self.consumer.positions
+        behind: list[float] = []
+        for key, end in self.consumer.end_offsets().items():
+            pos = positions.get(key)
+            if (pos is not None and pos < end) or (
+                pos is None and end > 0 and key not in self._drained
+            ):
+                behind.append(latest.get(key, -math.inf))
+        if behind:
+            low = min(behind)
+            return None if low == -math.inf else low
+        return max(latest.values()) if latest else None
+
+    def checkpoint(self) -> Checkpoint:
+        """Save model + offsets + joiner + count atomically; announce a new model if it
+        learned anything since the last announcement."""
+        self.deadletter.flush()  # offsets must never move past an undelivered dead letter
+        changed = self.policy.learned != self._announced_learned
+        if changed:
+            self.seq += 1
+            self.policy.version = f"{self.lineage}-{self.seq:06d}"
+            write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
+        ck = Checkpoint(
+            policy=self.policy.to_bytes(),
+            offsets=dict(self.consumer.positions),
+            joiner=self.joiner.to_state(),
+            learned=self.policy.learned,
+            seq=self.seq,
+            lineage=self.lineage,
+            version=self.policy.version,
+        )
+        ck.save(self.config.checkpoint_path)
+        self.stats.checkpoints += 1
+        self._last_checkpoint = time.monotonic()
+        try:
+            self.consumer.commit(ck.offsets)  # for lag monitoring; the checkpoint is the truth
+        except StreamsError as exc:
+            log.warning("committing offsets failed: %s", exc)
+        if changed and self.policy.learned > 0:
+            self._announce_pending = True
+        self._publish_announcement()
+        return ck
+
+    def run(
+        self,
+        should_stop: Callable[[], bool],
+        *,
+        on_progress: Callable[[Learner], None] | None = None,
+        progress_every_s: float = 1.0,
+    ) -> LearnerStats:
+        """Loop until ``should_stop()``; then checkpoint and close. Broker trouble is logged
+        and retried, never fatal."""
+        if not self._started:
+            self.start()
+        last_progress = 0.0
+        try:
+            while not should_stop():
+                try:
+                    self.step()
+                except StreamsError as exc:
+                    self.stats.errors += 1
+                    log.warning("learner step failed, retrying: %s", exc)
+                    time.sleep(1.0)
+                if on_progress is not None and time.monotonic() - last_progress >= progress_every_s:
+                    on_progress(self)
+                    last_progress = time.monotonic()
+            self.checkpoint()
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        self.consumer.close()
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _publish_announcement(self) -> None:
+        if not self._announce_pending:
+            return
+        path = self.config.snapshot_dir / f"{self.policy.version}.policy"
+        if not path.exists():
+            write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
+        js = self.joiner.stats
+        announcement = ModelAnnouncement(
+            kind="bandit",
+            version=self.policy.version,
+            uri=path.resolve().as_uri(),
+            learned_events=self.policy.learned,
+            metrics={
+                "joined": float(js.joined),
+                "unseen": float(js.unseen),
+                "pending": float(self.joiner.pending),
+                "duplicate_feedback": float(js.duplicate_feedback),
+                "late_feedback": float(js.late_feedback),
+                "unknown_feedback": float(js.unknown_feedback),
+                "dead_lettered": float(self.deadletter.count),
+            },
+        )
+        try:
+            self.sink.add(self.config.topics.models, "bandit", announcement)
+            self.sink.flush()
+        except StreamsError as exc:
+            log.warning("announcing %s failed, will retry: %s", announcement.version, exc)
+            return
+        self._announce_pending = False
+        self._announced_learned = self.policy.learned
+        self.stats.announcements += 1
+
+    def _dead_letter(self, rejected: list[Rejected]) -> None:
+        topic = self.config.topics.feedback
+        for r in rejected:
+            partition, offset = r.ref if r.ref is not None else (-1, -1)
+            self.deadletter.send(
+                source_topic=topic,
+                partition=partition,
+                offset=offset,
+                key=str(r.feedback.event_id).encode("utf-8"),
+                value=encode(r.feedback),
+                reason=r.detail,
+            )
+        self.stats.dead_lettered += len(rejected)
+
+    def _reject_future(self, rec: Received[Event], limit: float) -> None:
+        ahead = rec.event.ts.timestamp() - limit  # type: ignore[attr-defined]
+        self.deadletter.send(
+            source_topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key.encode("utf-8") if rec.key is not None else None,
+            value=encode(rec.event),
+            reason=f"`ts` is {ahead + (self.config.max_future_s or 0):.0f} s ahead of the "
+            "learner's clock",
+        )
+        self.stats.dead_lettered += 1

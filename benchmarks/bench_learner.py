@@ -1,0 +1,182 @@
+"""Learner throughput: joined examples per second from Kafka into VW (decode, join, reward,
+learn; checkpoints as configured) against native VW learning the same examples from a text file
+in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Writes JSON.
+
+Needs a broker: ``COPYLOOP_KAFKA_BOOTSTRAP`` (default 127.0.0.1:19092). The events go to topics
+under a fresh prefix, so nothing else on the broker is read or disturbed.
+
+    .venv/bin/python benchmarks/bench_learner.py [--n 20000] [--actions 8] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import vowpalwabbit
+from rich.progress import Progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bandit.features import action_features, encode_context
+from bandit.learner import Learner, LearnerConfig
+from bandit.policy import ActionSet, PolicyConfig
+from bandit.reward import RewardConfig
+from bandit.vw import action_line, example_text, shared_line, vw_arguments
+from streams.producer import KafkaEventSink
+from streams.schemas import TRAITS, Decision, Feedback, Variant
+from streams.topics import TopicAdmin, Topics
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _events(
+    n: int, n_actions: int, rng: random.Random
+) -> tuple[list, list[tuple[Decision, float]]]:
+    variants = [
+        Variant(
+            variant_id=f"v{i}",
+            text="限时8折 羊毛围巾 冬季暖心"[: rng.randint(6, 14)],
+            language="zh",
+            channel="ad_headline",
+            traits=rng.sample(list(TRAITS), 3),
+        )
+        for i in range(n_actions)
+    ]
+    actions = ActionSet([(v.variant_id, action_features(v, "seed")) for v in variants])
+    events: list = []
+    joined: list[tuple[Decision, float]] = []
+    p = 1.0 / n_actions
+    for i in range(n):
+        ts = T0 + timedelta(milliseconds=i)
+        user = {
+            "user_id": f"u{rng.randrange(5000)}",
+            "age": rng.randint(16, 70),
+            "gender": rng.choice("fm"),
+            "city_tier": rng.randint(1, 5),
+        }
+        ctx = encode_context(user, {"channel": "ad_headline", "ts": ts.isoformat()}, hash_key=b"k")
+        d = Decision(
+            event_id=uuid.UUID(int=rng.getrandbits(128)),
+            ts=ts,
+            product_id="p1",
+            channel="ad_headline",
+            pool_version=1,
+            policy_version="bench",
+            context=ctx,
+            actions=actions.ids,
+            action_features=actions.features,
+            action=rng.randrange(n_actions),
+            pscore=p,
+            action_dist=[p] * n_actions,
+        )
+        clicked = rng.random() < 0.1
+        events.append(d)
+        events.append(
+            Feedback(feedback_id=f"{d.event_id}-i", event_id=d.event_id, ts=ts, kind="impression")
+        )
+        if clicked:
+            events.append(
+                Feedback(feedback_id=f"{d.event_id}-c", event_id=d.event_id, ts=ts, kind="click")
+            )
+        joined.append((d, 1.0 if clicked else 0.0))
+    return events, joined
+
+
+def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp: Path) -> float:
+    """Native VW learning the same examples, in the same (event-time) order, from a file."""
+    path = tmp / "examples.vw"
+    with path.open("w", encoding="utf-8") as fh:
+        for d, r in joined:
+            lines = [
+                action_line(f, vid) for vid, f in zip(d.actions, d.action_features, strict=True)
+            ]
+            fh.write(example_text(shared_line(d.context), lines, (d.action, r, d.pscore)) + "\n\n")
+    t0 = time.perf_counter()
+    ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(config, 0), "--data", str(path)])
+    ws.finish()
+    return len(joined) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--actions", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--snapshot-every", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=Path("var/bench/learner.json"))
+    args = parser.parse_args()
+    bootstrap = os.environ.get("COPYLOOP_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    rng = random.Random(args.seed)
+    config = PolicyConfig()
+    topics = Topics(prefix=f"bench{uuid.uuid4().hex[:8]}.")
+    admin = TopicAdmin(bootstrap)
+    admin.ensure(topics, partitions=2)
+    admin.close()
+
+    with tempfile.TemporaryDirectory() as tmp, Progress() as progress:
+        events, joined = _events(args.n, args.actions, rng)
+        sink = KafkaEventSink(bootstrap, linger_ms=20, batch_size=1 << 20)
+        task = progress.add_task("publishing events", total=len(events) + 1)
+        for e in events:
+            topic = topics.decisions if isinstance(e, Decision) else topics.feedback
+            sink.add(topic, str(e.event_id), e)
+            progress.advance(task)
+        closing = joined[-1][0].model_copy(
+            update={"event_id": uuid.uuid4(), "ts": T0 + timedelta(days=1)}
+        )
+        sink.add(topics.decisions, str(closing.event_id), closing)
+        sink.flush(120)
+        sink.close()
+        progress.advance(task)
+
+        native = _native_rate(joined, config, Path(tmp))
+
+        learner_config = LearnerConfig(
+            topics=topics,
+            data_dir=Path(tmp) / "data",
+            reward=RewardConfig(window_s=1800),
+            policy=config,
+            snapshot_every_s=args.snapshot_every,
+        )
+        learner = Learner.connect(learner_config, bootstrap)
+        task = progress.add_task("learning from Kafka", total=args.n)
+        t0 = time.perf_counter()
+        learner.start()
+        while learner.stats.learned < args.n and time.perf_counter() - t0 < 600:
+            learner.step()
+            progress.update(task, completed=learner.stats.learned)
+        learn_s = time.perf_counter() - t0
+        learner.checkpoint()
+        learner.close()
+    rate = learner.stats.learned / learn_s
+    result = {
+        "benchmark": "learner",
+        "examples": args.n,
+        "learned": learner.stats.learned,
+        "actions": args.actions,
+        "kafka_messages": len(events) + 1,
+        "learner_examples_per_s": round(rate, 1),
+        "native_vw_examples_per_s": round(native, 1),
+        "ratio": round(rate / native, 3),
+        "target_ratio": 0.4,
+        "target_examples_per_s": 50000,
+        "checkpoints": learner.stats.checkpoints,
+        "python": platform.python_version(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Small helpers for the learner's integration tests against the real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bandit.learner import Learner
+from streams.consumer import EventConsumer
+from streams.producer import KafkaEventSink
+from streams.schemas import DeadLetter, Decision, Event, Feedback, ModelAnnouncement
+from streams.topics import Topics
+
+
+def publish(bootstrap: str, topics: Topics, events: list[Event], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    sink = KafkaEventSink(bootstrap)
+    for e in events:
+        if isinstance(e, Decision):
+            sink.add(topics.decisions, str(e.event_id), e)
+        elif isinstance(e, Feedback):
+            sink.add(topics.feedback, str(e.event_id), e)
+    for value in raw:
+        sink.add_raw(topics.feedback, b"bad-key", value)
+    sink.flush(30)
+    sink.close()
+
+
+def drive(learner: Learner, done: Callable[[], bool], max_steps: int = 300) -> None:
+    """Step the learner until ``done()``; fails after ``max_steps`` polls (bounded)."""
+    for _ in range(max_steps):
+        learner.step()
+        if done():
+            return
+    raise AssertionError(f"learner did not get there: {learner.stats}")
+
+
+def read_all(bootstrap: str, topic: str, model: type[Event], expect: int, timeout_s: float = 30):
+    """Everything on ``topic`` (at least ``expect`` records, or what came in ``timeout_s``)."""
+    consumer = EventConsumer(bootstrap, {topic: model}, group_id=None)
+    consumer.assign()
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < expect and time.monotonic() < deadline:
+        out += [r.event for r in consumer.poll(0.5)]
+    # a short extra poll catches records beyond the expected count
+    out += [r.event for r in consumer.poll(0.5)]
+    consumer.close()
+    return out
+
+
+def dead_letters(bootstrap: str, topics: Topics, expect: int) -> list[DeadLetter]:
+    return read_all(bootstrap, topics.deadletter, DeadLetter, expect)
+
+
+def announcements(bootstrap: str, topics: Topics, expect: int) -> list[ModelAnnouncement]:
+    return read_all(bootstrap, topics.models, ModelAnnouncement, expect)

@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import base64
+import json
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bandit.checkpoint import Checkpoint
+from bandit.learner import Learner, LearnerConfig
+from bandit.policy import Policy
+from bandit.reward import RewardConfig
+from bandit.snapshot import PolicyHolder
+from streams.schemas import Decision, Event, Feedback
+from streams.topics import Topics
+
+from . import synth
+from .events import at, decision, feedback
+from .kafka_util import announcements, dead_letters, drive, publish
+
+pytestmark = pytest.mark.kafka
+
+WINDOW_S = 10.0
+
+
+def _config(topics: Topics, data_dir: Path, **kw: object) -> LearnerConfig:
+    values: dict = {
+        "topics": topics,
+        "data_dir": data_dir,
+        "reward": RewardConfig(window_s=WINDOW_S),
+        "snapshot_every_s": 0.5,
+        "lateness_s": 5.0,
+        "poll_timeout_s": 0.2,
+    }
+    values.update(kw)
+    return LearnerConfig(**values)
+
+
+def _tick(t: float) -> Decision:
+    """A decision far ahead in event time: moves the watermark so every earlier window closes
+    (it is never shown, so it is never learned)."""
+    return decision(t)
+
+
+def test_bad_feedback_is_dead_lettered_and_the_learner_goes_on(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    events: list[Event] = []
+    shown = [decision(i) for i in range(20)]
+    for i, d in enumerate(shown):
+        events.append(d)
+        events.append(feedback(d, "impression", i + 1, fid=f"imp-{i}"))
+    dup = feedback(shown[0], "click", 2, fid="click-0")
+    events += [dup, dup, dup]  # duplicated: counts once
+    late = feedback(shown[1], "click", 1 + WINDOW_S + 1, fid="late-1")
+    events.append(late)  # after its window
+    unknown = feedback(uuid.uuid4(), "click", 5, fid="unknown-1")
+    events.append(unknown)
+    events.append(_tick(1000))
+    malformed = [b"{not json", json.dumps({"schema_version": 1, "kind": "click"}).encode()]
+    publish(kafka_bootstrap, topics, events, raw=malformed)
+
+    learner = Learner.connect(_config(topics, tmp_path), kafka_bootstrap)
+    learner.start()
+    drive(
+        learner,
+        lambda: (
+            learner.stats.learned >= 20
+            and learner.stats.records >= len(events)
+            and learner.consumer.dead_lettered >= 2
+        ),
+    )
+    learner.checkpoint()
+    assert learner.stats.learned == 20  # every shown decision once, duplicates and late not
+    js = learner.joiner.stats
+    assert (js.duplicate_feedback, js.late_feedback, js.unknown_feedback) == (2, 1, 1)
+    learner.close()
+
+    letters = dead_letters(kafka_bootstrap, topics, expect=4)
+    reasons = sorted(letter.reason.split(":")[0].split(" ")[0] for letter in letters)
+    assert reasons == ["invalid", "invalid", "late", "unknown"], [x.reason for x in letters]
+    by_reason = {x.reason.split(":")[0]: x for x in letters}
+    late_letter = by_reason["late"]
+    assert Feedback.model_validate_json(base64.b64decode(late_letter.raw)).feedback_id == "late-1"
+    assert late_letter.partition >= 0 and late_letter.offset >= 0
+    assert any("field `event_id`" in x.reason for x in letters)  # malformed names the field
+
+    [ann] = [a for a in announcements(kafka_bootstrap, topics, 1) if a.learned_events == 20]
+    assert ann.kind == "bandit" and Path(ann.uri.removeprefix("file://")).exists()
+    assert ann.metrics["joined"] == 20.0
+
+
+def test_restart_after_a_crash_learns_each_event_once(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    rng = random.Random(4)
+    events: list[Event] = []
+    for i in range(120):
+        d = decision(i * 0.5, action=rng.randrange(4))
+        events += [d, feedback(d, "impression", i * 0.5 + 1)]
+        if rng.random() < 0.3:
+            events.append(feedback(d, "click", i * 0.5 + 2))
+    half = len(events) // 2
+    first, second = events[:half], [*events[half:], _tick(5000)]
+    publish(kafka_bootstrap, topics, first)
+
+    config = _config(topics, tmp_path, snapshot_every_s=3600)  # checkpoints only when asked
+    crashed = Learner.connect(config, kafka_bootstrap)
+    crashed.start()
+    drive(crashed, lambda: crashed.stats.records >= len(first))
+    ck = crashed.checkpoint()
+    publish(kafka_bootstrap, topics, second)
+    drive(crashed, lambda: crashed.stats.learned == 120)  # learned more, never checkpointed
+    crashed.close()  # as good as a crash: the last checkpoint is all that survives
+
+    resumed = Learner.connect(config, kafka_bootstrap)
+    resumed.start()
+    assert resumed.stats.learned == ck.learned < 120
+    drive(resumed, lambda: resumed.stats.learned >= 120)
+    for _ in range(5):  # nothing more arrives: the count stays
+        resumed.step()
+    assert resumed.stats.learned == 120
+    # the model equals one that learned every joined event once, in the joiner's order
+    reference = Policy(config.policy, config.seed)
+    joined = sorted(
+        (e for e in events if isinstance(e, Decision)), key=lambda d: (d.ts, d.event_id.int)
+    )
+    clicks = {e.event_id for e in events if isinstance(e, Feedback) and e.kind == "click"}
+    reference.learn_many((d, 1.0 if d.event_id in clicks else 0.0) for d in joined)
+    ctx = synth.context(synth.shopper(random.Random(1), 1))
+    assert resumed.policy.pmf(ctx, synth.ACTIONS) == pytest.approx(
+        reference.pmf(ctx, synth.ACTIONS), abs=1e-6
+    )
+    resumed.checkpoint()
+    resumed.close()
+    assert Checkpoint.load(config.checkpoint_path).learned == 120  # type: ignore[union-attr]
+
+
+def test_learned_policy_picks_the_best_variant_per_segment(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """The whole loop on a synthetic stream: rankers choose with the announced model, shoppers
+    react, the learner joins and learns over Kafka, rankers hot-swap."""
+    rng = random.Random(11)
+    holder = PolicyHolder(seed=11)
+    learner = Learner.connect(_config(topics, tmp_path, snapshot_every_s=0.1), kafka_bootstrap)
+    learner.start()
+    t = 0.0
+    total = 0
+    for _round in range(6):
+        events: list[Event] = []
+        for _ in range(300):
+            t += 0.05
+            s = synth.shopper(rng, rng.randrange(600))
+            d = holder.choose(
+                synth.context(s),
+                synth.ACTIONS,
+                event_id=uuid.UUID(int=rng.getrandbits(128)),
+                product_id="p1",
+                channel="ad_headline",
+                pool_version=1,
+                ts=at(t),
+            )
+            events += [d, feedback(d, "impression", t + 0.5)]
+            if synth.clicked(rng, s, d.actions[d.action]):
+                events.append(feedback(d, "click", t + 1))
+        total += 300
+        events.append(_tick(t + 100))  # close this round's windows
+        t += 100
+        publish(kafka_bootstrap, topics, events)
+        drive(learner, lambda n=total: learner.stats.learned >= n)
+        ck = learner.checkpoint()
+        [ann] = [a for a in announcements(kafka_bootstrap, topics, 1) if a.version == ck.version]
+        assert holder.load(ann)
+    learner.close()
+    assert holder.policy.learned == total == 1800
+
+    for segment, best in synth.BEST.items():
+        k = synth.ACTIONS.ids.index(best)
+        probs = []
+        while len(probs) < 30:
+            s = synth.shopper(rng, rng.randrange(600))
+            if s.segment == segment:
+                probs.append(holder.policy.pmf(synth.context(s), synth.ACTIONS))
+        picked = sum(max(range(4), key=p.__getitem__) == k for p in probs)
+        assert picked >= 27, (segment, picked)  # chance would be about 7 of 30
+        assert sum(p[k] for p in probs) / len(probs) > 0.6  # chance is 0.25

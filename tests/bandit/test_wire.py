@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+import random
+import uuid
+
+import pytest
+
+from bandit.wire import WireDecision
+from streams.errors import SerdeError
+from streams.schemas import Decision
+from streams.serde import decode, encode
+
+from . import synth
+from .events import decision
+
+
+def _payload(**changes: object) -> bytes:
+    data = json.loads(encode(decision(3.5, action=2, context={"u_age": "18-24", "c_x": 1.5})))
+    for key, value in changes.items():
+        if value is ...:
+            data.pop(key)
+        else:
+            data[key] = value
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def test_fast_path_equals_pydantic_on_varied_decisions() -> None:
+    rng = random.Random(1)
+    for i in range(200):
+        s = synth.shopper(rng, i)
+        ctx = {**synth.context(s), "c_score": rng.random(), "u_cats": ["服装", "美妆"], "c_n": i}
+        raw = encode(decision(rng.random() * 1000, action=rng.randrange(4), context=ctx))
+        fast, slow = decode(WireDecision, raw), decode(Decision, raw)
+        assert type(fast) is Decision and fast == slow
+        assert fast.model_dump_json() == slow.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"action": "1"},  # lax: pydantic coerces, so the slow path must answer
+        {"ts": "2026-03-01T20:00:00+08:00"},
+        {"pool_version": 1.0},
+        {"unknown_field": {"x": 1}},
+        {"context": {"a": True, "b": 1, "c": 1.0, "d": ["x"]}},
+        {"ts": ...},
+    ],
+)
+def test_accepted_inputs_decode_alike(changes: dict) -> None:
+    raw = _payload(**changes)
+    fast, slow = decode(WireDecision, raw), decode(Decision, raw)
+    if "ts" in changes and changes["ts"] is ...:
+        assert abs((fast.ts - slow.ts).total_seconds()) < 5  # both "now"
+        fast = fast.model_copy(update={"ts": slow.ts})
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"product_id": "p1\n"},
+        {"product_id": ""},
+        {"ts": None},
+        {"ts": "2026-03-01T12:00:00"},
+        {"pscore": 0.9},
+        {"action": 7},
+        {"action_dist": [0.5, 0.5, 0.5, 0.5]},
+        {"action_dist": [0.25, 0.25, 0.25]},
+        {"channel": "tv"},
+        {"schema_version": 2},
+        {"context": {"a": {"nested": 1}}},
+        {"context": None},
+        {"event_id": "not-a-uuid"},
+        {"actions": []},
+    ],
+)
+def test_rejected_inputs_fail_with_pydantics_message(changes: dict) -> None:
+    raw = _payload(**changes)
+    with pytest.raises(SerdeError) as slow:
+        decode(Decision, raw)
+    with pytest.raises(SerdeError) as fast:
+        decode(WireDecision, raw)
+    assert fast.value.reason == slow.value.reason
+    assert "field `" in fast.value.reason
+
+
+def test_garbage_is_rejected() -> None:
+    with pytest.raises(SerdeError):
+        decode(WireDecision, b"\xff{")
+    with pytest.raises(SerdeError):
+        decode(WireDecision, json.dumps({"event_id": str(uuid.uuid4())}).encode())
