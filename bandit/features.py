@@ -120,6 +120,9 @@ def _hmac_hex(user_id: str, key: bytes) -> str:
 
 
 def _number(value: Any, field: str, lo: float, hi: float) -> float:
+    kind = type(value)
+    if (kind is int or kind is float) and lo <= value <= hi:  # the common case, cheaply
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FeatureError(field, f"must be a number in [{lo:g}, {hi:g}], got {value!r}")
     if not math.isfinite(value) or not lo <= value <= hi:
@@ -135,6 +138,8 @@ def _int_in(value: Any, field: str, lo: int, hi: int) -> int:
 
 
 def _text(value: Any, field: str, max_len: int = 64) -> str:
+    if type(value) is str and 0 < len(value) <= max_len and value.isalnum():
+        return value.lower()  # the common case: nothing to strip
     if not isinstance(value, str) or not value.strip() or len(value) > max_len:
         raise FeatureError(
             field, f"must be a non-empty string of <= {max_len} chars, got {value!r}"
@@ -161,33 +166,33 @@ def _frequency_bucket(per_month: float) -> str:
 
 def _encode_user(user: Mapping[str, Any], hash_key: bytes) -> dict[str, FeatureValue]:
     out: dict[str, FeatureValue] = {}
-    if user.get("user_id") is not None:
-        out["u_id"] = hash_user(user["user_id"], hash_key)
-    if user.get("age") is not None:
-        out["u_age"] = age_bucket(int(_number(user["age"], "user.age", 0, 120)))
-    if user.get("gender") is not None:
-        gender = _GENDERS.get(_text(user["gender"], "user.gender", 16))
+    get = user.get
+    if (value := get("user_id")) is not None:
+        out["u_id"] = hash_user(value, hash_key)
+    if (value := get("age")) is not None:
+        out["u_age"] = age_bucket(int(_number(value, "user.age", 0, 120)))
+    if (value := get("gender")) is not None:
+        gender = _GENDERS.get(_text(value, "user.gender", 16))
         if gender is None:
-            raise FeatureError("user.gender", f"must be one of f, m, o, u; got {user['gender']!r}")
+            raise FeatureError("user.gender", f"must be one of f, m, o, u; got {value!r}")
         out["u_gender"] = gender
-    if user.get("city_tier") is not None:
-        out["u_tier"] = str(_int_in(user["city_tier"], "user.city_tier", 1, 6))
-    if user.get("recent_categories") is not None:
-        cats = user["recent_categories"]
-        if isinstance(cats, str) or not isinstance(cats, Sequence):
+    if (value := get("city_tier")) is not None:
+        out["u_tier"] = str(_int_in(value, "user.city_tier", 1, 6))
+    if (value := get("recent_categories")) is not None:
+        if type(value) is not list and (isinstance(value, str) or not isinstance(value, Sequence)):
             raise FeatureError("user.recent_categories", "must be a list of strings")
-        names = [_text(c, f"user.recent_categories.{i}") for i, c in enumerate(cats)]
+        names = [_text(c, f"user.recent_categories.{i}") for i, c in enumerate(value)]
         out["u_cats"] = sorted(set(names[:_MAX_CATEGORIES]))
-    if user.get("purchase_frequency") is not None:
+    if (value := get("purchase_frequency")) is not None:
         # purchases per month
-        freq = _number(user["purchase_frequency"], "user.purchase_frequency", 0, 10_000)
+        freq = _number(value, "user.purchase_frequency", 0, 10_000)
         out["u_freq"] = _frequency_bucket(freq)
-    if user.get("member_level") is not None:
-        out["u_member"] = str(_int_in(user["member_level"], "user.member_level", 0, 10))
-    if user.get("new_user") is not None:
-        if not isinstance(user["new_user"], bool):
-            raise FeatureError("user.new_user", f"must be true or false, got {user['new_user']!r}")
-        out["u_new"] = user["new_user"]
+    if (value := get("member_level")) is not None:
+        out["u_member"] = str(_int_in(value, "user.member_level", 0, 10))
+    if (value := get("new_user")) is not None:
+        if not isinstance(value, bool):
+            raise FeatureError("user.new_user", f"must be true or false, got {value!r}")
+        out["u_new"] = value
     return out
 
 

@@ -58,9 +58,10 @@ _FEATURES: dict[tuple[Any, ...], ActionFeatures] = {}
 _FEATURES_MAX = 100_000
 
 
-def _built(cls: type[Any], values: dict[str, Any]) -> Any:
-    """A pydantic instance from values already checked (what ``model_construct`` does, without
-    its per-field bookkeeping)."""
+def assemble(cls: type[Any], values: dict[str, Any]) -> Any:
+    """A pydantic instance from values already checked against its schema (what
+    ``model_construct`` does, without its per-field bookkeeping): every field given, none
+    extra. Used where validating again would cost more than the work around it."""
     obj = object.__new__(cls)
     object.__setattr__(obj, "__dict__", values)
     object.__setattr__(obj, "__pydantic_fields_set__", set(values))
@@ -76,7 +77,7 @@ def _features(f: _Features) -> ActionFeatures:
         if len(_FEATURES) >= _FEATURES_MAX:
             _FEATURES.clear()
         # a pool's features repeat in every decision; frozen, so one instance can be shared
-        hit = _FEATURES[key] = _built(
+        hit = _FEATURES[key] = assemble(
             ActionFeatures,
             {
                 "traits": list(f.traits),
@@ -110,7 +111,7 @@ class WireDecision(Decision):
             d = None
         if d is None or not _consistent(d):
             return Decision.model_validate_json(json_data, **kwargs)
-        built: Decision = _built(
+        built: Decision = assemble(
             Decision,
             {
                 "schema_version": 1,

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from bandit.errors import ConfigError, FeatureError, ModelError
 from bandit.features import action_features
 from bandit.policy import EXPLORATIONS, ActionSet, Policy, PolicyConfig, event_uniform
-from streams.schemas import Variant
+from streams.schemas import Decision, Variant
 
 from . import synth
 
@@ -241,3 +242,46 @@ def test_bad_calls_name_the_field() -> None:
         )
     with pytest.raises(ConfigError, match="version"):
         policy.version = ""
+
+
+def test_decision_is_what_pydantic_would_build() -> None:
+    """choose assembles its Decision without a second validation: it must equal the validated
+    model, serialise alike and survive the wire."""
+    policy = Policy(seed=3)
+    rng = random.Random(4)
+    for i in range(50):
+        ctx = {**synth.context(synth.shopper(rng, i)), "c_score": 0.5, "u_cats": ["a", "b"]}
+        ts = datetime(2026, 5, 1, 20, tzinfo=timezone(timedelta(hours=8)))
+        d = policy.choose(
+            ctx,
+            synth.ACTIONS,
+            event_id=uuid.uuid4(),
+            product_id="p-1:x",
+            channel="push",
+            pool_version=2,
+            ts=ts,
+        )
+        validated = Decision.model_validate(d.model_dump())
+        assert validated == d
+        assert validated.model_dump_json() == d.model_dump_json()
+        assert Decision.model_validate_json(d.model_dump_json()) == d
+        assert d.ts.utcoffset() == timedelta(0)
+        assert d.actions is not synth.ACTIONS.ids  # the shared pool is never aliased
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"product_id": "p 1"}, "product_id"),
+        ({"product_id": "x" * 129}, "product_id"),
+        ({"channel": "tv"}, "channel"),
+        ({"pool_version": 0}, "pool_version"),
+        ({"pool_version": "1"}, "pool_version"),
+        ({"ts": datetime(2026, 5, 1)}, "ts"),
+    ],
+)
+def test_choose_checks_what_it_logs(kwargs: dict, field: str) -> None:
+    values: dict = {"product_id": "p1", "channel": "push", "pool_version": 1, **kwargs}
+    with pytest.raises(FeatureError) as info:
+        Policy().choose({}, synth.ACTIONS, event_id=uuid.uuid4(), **values)
+    assert info.value.field == field
