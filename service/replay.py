@@ -143,18 +143,16 @@ def target_dist(
     policy = _load(spec)
     out = np.zeros((rows.shape[0], width))
     try:
-        for start in range(0, rows.shape[0], 1000):
-            chunk = rows[start : start + 1000]
-            for j, dec in enumerate(log.full(chunk.tolist()), start):
-                pmf = policy.pmf(
-                    dec.context, list(zip(dec.actions, dec.action_features, strict=True))
-                )
-                if spec.kind == "greedy":
-                    out[j, int(np.argmax(pmf))] = 1.0
-                else:
-                    out[j, : len(pmf)] = pmf
-            if step is not None:
-                step(len(chunk))
+        for j, dec in enumerate(log.full(rows.tolist())):
+            pmf = policy.pmf(dec.context, list(zip(dec.actions, dec.action_features, strict=True)))
+            if spec.kind == "greedy":
+                out[j, int(np.argmax(pmf))] = 1.0  # ties go to the first
+            else:
+                out[j, : len(pmf)] = pmf
+            if step is not None and j % 1000 == 999:
+                step(1000)
+        if step is not None:
+            step(rows.shape[0] % 1000)
     except BanditError as exc:
         raise ReplayError(f"`{spec.name}` cannot score the log: {exc}", "--policy") from exc
     finally:

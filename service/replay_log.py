@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
+from itertools import chain, pairwise
 from operator import attrgetter as _get
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -81,25 +81,26 @@ class DecisionLog:
     def __len__(self) -> int:
         return len(self.event_ids)
 
-    def full(self, rows: Sequence[int]) -> list[Decision]:
-        """The contract's ``Decision`` of each row (for scoring with a saved model)."""
+    def full(self, rows: Sequence[int]) -> Iterator[Decision]:
+        """The contract's ``Decision`` of each row, in order (for scoring with a saved model);
+        ``rows`` ascending, so that each log file is read once."""
+        if any(b < a for a, b in pairwise(rows)):
+            raise ValueError("`rows` must be ascending")
         if self.objects is not None:
-            return [self.objects[r] for r in rows]
-        out: dict[int, Decision] = {}
-        wanted = sorted(set(rows))
-        pos = 0
+            yield from (self.objects[r] for r in rows)
+            return
+        it = iter(rows)
+        row = next(it, None)
         for src in self.sources:
-            mine = []
-            while pos < len(wanted) and wanted[pos] < src.first + src.rows:
-                mine.append(wanted[pos])
-                pos += 1
-            if not mine:
+            if row is None:
+                return
+            if row >= src.first + src.rows:
                 continue
             numbered = nonblank(src.path, read_file(src.path))
-            for r in mine:
-                lineno, line = numbered[r - src.first]
-                out[r] = validate_decision(src.path, lineno, line)
-        return [out[r] for r in rows]
+            while row is not None and row < src.first + src.rows:
+                lineno, line = numbered[row - src.first]
+                yield validate_decision(src.path, lineno, line)
+                row = next(it, None)
 
 
 @dataclass
