@@ -94,13 +94,14 @@ class RewardJoiner:
         self.follow_event_time = follow_event_time
         self.stats = JoinStats()
         self._wm = -math.inf
-        self._open: dict[UUID, _Open] = {}
-        self._close_heap: list[tuple[float, int, UUID]] = []
-        self._orphans: dict[UUID, dict[str, tuple[Feedback, Ref]]] = {}
-        self._orphan_heap: list[tuple[float, int, UUID, str]] = []
+        # events are keyed by ``event_id.int``: hashing a UUID runs Python code, an int's does not
+        self._open: dict[int, _Open] = {}
+        self._close_heap: list[tuple[float, int]] = []
+        self._orphans: dict[int, dict[str, tuple[Feedback, Ref]]] = {}
+        self._orphan_heap: list[tuple[float, int, str]] = []
         #: recently closed events → when to forget them (to spot duplicates and late feedback)
-        self._closed: dict[UUID, float] = {}
-        self._closed_heap: list[tuple[float, int, UUID]] = []
+        self._closed: dict[int, float] = {}
+        self._closed_heap: list[tuple[float, int]] = []
 
     # -- introspection --------------------------------------------------------------------
     @property
@@ -122,7 +123,7 @@ class RewardJoiner:
         ts = decision.ts.timestamp()
         if self.follow_event_time:
             self._wm = max(self._wm, ts)
-        eid = decision.event_id
+        eid = decision.event_id.int
         if eid in self._open or eid in self._closed:
             self.stats.duplicate_decisions += 1
             return []
@@ -131,7 +132,7 @@ class RewardJoiner:
         if close_at <= self._wm:
             self.stats.late_decisions += 1
         self._open[eid] = _Open(decision, ts + self.window_s)
-        heapq.heappush(self._close_heap, (close_at, eid.int, eid))
+        heapq.heappush(self._close_heap, (close_at, eid))
         rejected: list[Rejected] = []
         for fb, ref in self._orphans.pop(eid, {}).values():
             r = self._attach(fb, ref)
@@ -148,7 +149,7 @@ class RewardJoiner:
         return [] if r is None else [r]
 
     def _attach(self, fb: Feedback, ref: Ref) -> Rejected | None:
-        eid = fb.event_id
+        eid = fb.event_id.int
         ts = fb.ts.timestamp()
         op = self._open.get(eid)
         if op is not None:
@@ -177,7 +178,7 @@ class RewardJoiner:
                 del self._orphans[eid]
             return Rejected(fb, "unknown_event", "unknown or expired event: no decision", ref)
         held[fb.feedback_id] = (fb, ref)
-        heapq.heappush(self._orphan_heap, (expire_at, eid.int, eid, fb.feedback_id))
+        heapq.heappush(self._orphan_heap, (expire_at, eid, fb.feedback_id))
         return None
 
     # -- output ---------------------------------------------------------------------------
@@ -199,13 +200,13 @@ class RewardJoiner:
         joined: list[Joined] = []
         heap = self._close_heap
         while heap and heap[0][0] <= limit:
-            close_at, _, eid = heapq.heappop(heap)
+            close_at, eid = heapq.heappop(heap)
             op = self._open.pop(eid)
             # remember it for a window's span of event time after it closed, to tell late or
             # repeated messages for it from unknown ones
             forget_at = max(close_at, self._wm) + self.window_s + self.lateness_s
             self._closed[eid] = forget_at
-            heapq.heappush(self._closed_heap, (forget_at, eid.int, eid))
+            heapq.heappush(self._closed_heap, (forget_at, eid))
             value = self.config.reward(op.kinds)
             if value is None:
                 self.stats.unseen += 1
@@ -215,7 +216,7 @@ class RewardJoiner:
         rejected: list[Rejected] = []
         oheap = self._orphan_heap
         while oheap and oheap[0][0] <= limit:
-            _, _, eid, fid = heapq.heappop(oheap)
+            _, eid, fid = heapq.heappop(oheap)
             held = self._orphans.get(eid)
             entry = held.pop(fid, None) if held is not None else None
             if held is not None and not held:
@@ -226,7 +227,7 @@ class RewardJoiner:
                 rejected.append(Rejected(entry[0], "unknown_event", detail, entry[1]))
         cheap = self._closed_heap
         while cheap and cheap[0][0] <= self._wm:
-            _, _, eid = heapq.heappop(cheap)
+            _, eid = heapq.heappop(cheap)
             self._closed.pop(eid, None)
         return joined, rejected
 
@@ -241,7 +242,7 @@ class RewardJoiner:
                 for held in self._orphans.values()
                 for fb, ref in held.values()
             ],
-            "closed": [[eid.hex, t] for eid, t in self._closed.items()],
+            "closed": [[f"{eid:032x}", t] for eid, t in self._closed.items()],
             "stats": self.stats.to_dict(),
         }
         parts: list[str] = []
@@ -272,23 +273,21 @@ class RewardJoiner:
             joiner._wm = -math.inf if state["watermark"] is None else float(state["watermark"])
             for raw, kinds, fids in state["open"]:
                 d = Decision.model_validate(raw)
-                joiner._open[d.event_id] = _Open(
+                joiner._open[d.event_id.int] = _Open(
                     d, d.ts.timestamp() + joiner.window_s, set(kinds), set(fids)
                 )
                 close_at = d.ts.timestamp() + joiner.window_s + joiner.lateness_s
-                joiner._close_heap.append((close_at, d.event_id.int, d.event_id))
+                joiner._close_heap.append((close_at, d.event_id.int))
             for raw, ref in state["orphans"]:
                 fb = Feedback.model_validate(raw)
                 key: Ref = (int(ref[0]), int(ref[1])) if ref is not None else None
-                joiner._orphans.setdefault(fb.event_id, {})[fb.feedback_id] = (fb, key)
+                joiner._orphans.setdefault(fb.event_id.int, {})[fb.feedback_id] = (fb, key)
                 expire_at = fb.ts.timestamp() + joiner.lateness_s
-                joiner._orphan_heap.append(
-                    (expire_at, fb.event_id.int, fb.event_id, fb.feedback_id)
-                )
+                joiner._orphan_heap.append((expire_at, fb.event_id.int, fb.feedback_id))
             for hex_id, forget_at in state["closed"]:
-                eid = UUID(hex=hex_id)
+                eid = UUID(hex=hex_id).int
                 joiner._closed[eid] = float(forget_at)
-                joiner._closed_heap.append((float(forget_at), eid.int, eid))
+                joiner._closed_heap.append((float(forget_at), eid))
             joiner.stats = JoinStats(**state["stats"])
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"unreadable joiner state: {exc}") from exc

@@ -314,9 +314,9 @@ class Policy:
         key = tuple(decision.actions)
         feats = decision.action_features
         hit = self._logged.get(key)
-        if hit is not None and (
-            all(a is b for a, b in zip(hit[0], feats, strict=True)) or hit[0] == feats
-        ):
+        # list equality checks identity first, element by element, so a pool's shared
+        # feature objects compare at C speed
+        if hit is not None and hit[0] == feats:
             return hit[1]
         if len(self._logged) >= _LINE_CACHE_MAX:
             self._logged.clear()

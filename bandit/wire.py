@@ -33,7 +33,7 @@ class _Features(msgspec.Struct, frozen=True, gc=False):
     language: Literal["zh", "en"]
     length_bucket: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     generator_version: _Version
-    traits: list[str] = []
+    traits: tuple[str, ...] = ()  # a tuple, so the struct hashes as a cache key
 
 
 class _Decision(msgspec.Struct, gc=False):
@@ -54,7 +54,7 @@ class _Decision(msgspec.Struct, gc=False):
 
 
 _DECISION = msgspec.json.Decoder(_Decision)
-_FEATURES: dict[tuple[Any, ...], ActionFeatures] = {}
+_FEATURES: dict[_Features, ActionFeatures] = {}
 _FEATURES_MAX = 100_000
 
 
@@ -71,13 +71,12 @@ def assemble(cls: type[Any], values: dict[str, Any]) -> Any:
 
 
 def _features(f: _Features) -> ActionFeatures:
-    key = (tuple(f.traits), f.language, f.length_bucket, f.generator_version)
-    hit = _FEATURES.get(key)
+    hit = _FEATURES.get(f)
     if hit is None:
         if len(_FEATURES) >= _FEATURES_MAX:
             _FEATURES.clear()
         # a pool's features repeat in every decision; frozen, so one instance can be shared
-        hit = _FEATURES[key] = assemble(
+        hit = _FEATURES[f] = assemble(
             ActionFeatures,
             {
                 "traits": list(f.traits),
@@ -95,9 +94,11 @@ def _consistent(d: _Decision) -> bool:
     dist = d.action_dist
     if len(d.action_features) != n or len(dist) != n or d.action >= n:
         return False
-    if any(p < 0 or not math.isfinite(p) for p in dist):
+    total = sum(dist)
+    # a finite sum means every entry is finite (an inf or nan would carry into it)
+    if not (math.isfinite(total) and min(dist) >= 0):
         return False
-    return abs(sum(dist) - 1.0) <= 1e-4 and abs(dist[d.action] - d.pscore) <= 1e-6
+    return abs(total - 1.0) <= 1e-4 and abs(dist[d.action] - d.pscore) <= 1e-6
 
 
 class WireDecision(Decision):
