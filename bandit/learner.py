@@ -151,6 +151,12 @@ class Learner:
         offsets = None
         if ck is not None:
             self.policy = Policy.from_bytes(ck.policy)
+            if self.policy.config != self.config.policy:
+                log.warning(
+                    "the checkpointed model keeps its own settings (%s); the configured ones "
+                    "apply to a fresh data dir only",
+                    self.policy.config,
+                )
             self.joiner = RewardJoiner.from_state(
                 ck.joiner,
                 self.config.reward,
@@ -182,7 +188,7 @@ class Learner:
             event = rec.event
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
             if limit is not None and ts > limit:
-                self._reject_future(rec, limit)
+                self._reject_future(rec, now)
                 continue
             key = (rec.topic, rec.partition)
             if ts > latest.get(key, -math.inf):
@@ -279,7 +285,12 @@ class Learner:
                 if on_progress is not None and time.monotonic() - last_progress >= progress_every_s:
                     on_progress(self)
                     last_progress = time.monotonic()
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except StreamsError as exc:
+                # nothing is lost: the next start resumes from the previous checkpoint
+                self.stats.errors += 1
+                log.warning("the final checkpoint failed: %s", exc)
         finally:
             self.close()
         return self.stats
@@ -337,15 +348,15 @@ class Learner:
             )
         self.stats.dead_lettered += len(rejected)
 
-    def _reject_future(self, rec: Received[Event], limit: float) -> None:
-        ahead = rec.event.ts.timestamp() - limit  # type: ignore[attr-defined]
+    def _reject_future(self, rec: Received[Event], now: float) -> None:
+        ahead = rec.event.ts.timestamp() - now  # type: ignore[attr-defined]
         self.deadletter.send(
             source_topic=rec.topic,
             partition=rec.partition,
             offset=rec.offset,
             key=rec.key.encode("utf-8") if rec.key is not None else None,
             value=encode(rec.event),
-            reason=f"`ts` is {ahead + (self.config.max_future_s or 0):.0f} s ahead of the "
-            "learner's clock",
+            reason=f"field `ts`: {ahead:.0f} s ahead of the learner's clock "
+            f"(at most {self.config.max_future_s:.0f} s)",
         )
         self.stats.dead_lettered += 1

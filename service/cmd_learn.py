@@ -87,7 +87,7 @@ def learn(
 
         try:
             stats = learner.run(should_stop, on_progress=progress)
-        except BanditError as exc:
+        except (BanditError, StreamsError) as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from exc
     console.print(

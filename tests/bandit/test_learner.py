@@ -58,6 +58,8 @@ def test_bad_feedback_is_dead_lettered_and_the_learner_goes_on(
     events.append(late)  # after its window
     unknown = feedback(uuid.uuid4(), "click", 5, fid="unknown-1")
     events.append(unknown)
+    future = feedback(shown[2], "click", 100 * 365 * 86400, fid="future-2")
+    events.append(future)  # stamped a century ahead: must not move the watermark
     events.append(_tick(1000))
     malformed = [b"{not json", json.dumps({"schema_version": 1, "kind": "click"}).encode()]
     publish(kafka_bootstrap, topics, events, raw=malformed)
@@ -78,9 +80,12 @@ def test_bad_feedback_is_dead_lettered_and_the_learner_goes_on(
     assert (js.duplicate_feedback, js.late_feedback, js.unknown_feedback) == (2, 1, 1)
     learner.close()
 
-    letters = dead_letters(kafka_bootstrap, topics, expect=4)
+    letters = dead_letters(kafka_bootstrap, topics, expect=5)
     reasons = sorted(letter.reason.split(":")[0].split(" ")[0] for letter in letters)
-    assert reasons == ["invalid", "invalid", "late", "unknown"], [x.reason for x in letters]
+    assert reasons == ["field", "invalid", "invalid", "late", "unknown"], [
+        x.reason for x in letters
+    ]
+    assert any("ahead of the learner's clock" in x.reason for x in letters)
     by_reason = {x.reason.split(":")[0]: x for x in letters}
     late_letter = by_reason["late"]
     assert Feedback.model_validate_json(base64.b64decode(late_letter.raw)).feedback_id == "late-1"
