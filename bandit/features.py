@@ -168,6 +168,8 @@ def _encode_user(user: Mapping[str, Any], hash_key: bytes) -> dict[str, FeatureV
     out: dict[str, FeatureValue] = {}
     get = user.get
     if (value := get("user_id")) is not None:
+        if type(value) is int:  # numeric ids hash as their decimal text
+            value = str(value)
         out["u_id"] = hash_user(value, hash_key)
     if (value := get("age")) is not None:
         out["u_age"] = age_bucket(int(_number(value, "user.age", 0, 120)))

@@ -27,6 +27,11 @@ def test_hash_user_is_keyed_and_never_the_raw_id() -> None:
     assert "12345" not in a and len(a) == 16
 
 
+def test_numeric_user_ids_hash_as_text() -> None:
+    out = encode_context({"user_id": 12345}, {}, hash_key=KEY, now=NOON_UTC)
+    assert out["u_id"] == hash_user("12345", KEY)
+
+
 def test_encode_buckets_the_shopper_and_drops_unknown_fields() -> None:
     user = {
         "user_id": "u1",
