@@ -97,6 +97,8 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.rank_ok = self.rank_requests.labels("ok")
+        self.rank_rejected = self.rank_requests.labels("rejected")
         self.feedback_accepted = Counter(
             "copyloop_feedback_accepted", "feedback events accepted", registry=self.registry
         )

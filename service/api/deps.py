@@ -7,7 +7,8 @@ from fastapi import Request
 from service.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
-    """The process's :class:`Runtime`, set on the app by its lifespan."""
+async def runtime(request: Request) -> Runtime:
+    """The process's :class:`Runtime`, set on the app by its lifespan (async: a plain
+    function would be run on a worker thread, a thread hop per request)."""
     found: Runtime = request.app.state.runtime
     return found

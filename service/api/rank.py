@@ -6,6 +6,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from service.api.deps import runtime
 from service.api.models import ErrorBody, RankRequest, RankResponse
@@ -20,19 +21,19 @@ router = APIRouter(prefix="/v1", tags=["rank"])
     response_model=RankResponse,
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
-async def rank(body: RankRequest, rt: Annotated[Runtime, Depends(runtime)]) -> RankResponse:
+async def rank(body: RankRequest, rt: Annotated[Runtime, Depends(runtime)]) -> Response:
     # async and CPU-only: no Kafka call or disk I/O here (the publisher delivers off the
     # request path), so it runs on the event loop without a thread hop
     started = time.perf_counter()
     try:
         ranked = rt.rank(body.product_id, body.channel, body.user, body.context, body.language)
     except ServiceError:
-        rt.metrics.rank_requests.labels("rejected").inc()
+        rt.metrics.rank_rejected.inc()
         raise
     rt.metrics.rank_latency.observe(time.perf_counter() - started)
-    rt.metrics.rank_requests.labels("ok").inc()
+    rt.metrics.rank_ok.inc()
     d = ranked.decision
-    return RankResponse(
+    answer = RankResponse(
         event_id=d.event_id,
         product_id=d.product_id,
         variant_id=ranked.variant_id,
@@ -40,3 +41,5 @@ async def rank(body: RankRequest, rt: Annotated[Runtime, Depends(runtime)]) -> R
         pscore=d.pscore,
         policy_version=d.policy_version,
     )
+    # serialised here, once: returning the model would have FastAPI validate it again
+    return Response(answer.model_dump_json(), media_type="application/json")
