@@ -18,7 +18,7 @@ from service.app import create_app
 from service.security import HASH_KEY_FILE
 from service.stats import wilson_interval
 from streams.producer import KafkaEventSink
-from streams.schemas import Decision, Feedback, ModelAnnouncement
+from streams.schemas import DeadLetter, Decision, Feedback, ModelAnnouncement
 from streams.topics import Topics
 from tests.service.api_helpers import (
     make_pool,
@@ -356,3 +356,18 @@ def test_metrics_expose_rank_latency_and_counts(env):
         "copyloop_ready 1.0",
     ):
         assert name in text, name
+
+
+def test_malformed_pool_is_dead_lettered_and_the_feed_goes_on(env, kafka_bootstrap):
+    client, sink, topics = env["client"], env["sink"], env["topics"]
+    pid = f"dl-{uuid.uuid4().hex[:6]}"
+    sink.add_raw(topics.variants, pid.encode(), b'{"product_id": "' + pid.encode() + b'"}')
+    sink.add(topics.variants, pid, make_pool(pid, 1))
+    sink.flush(10)
+    wait_until(lambda: client.get(f"/v1/products/{pid}/variants").status_code == 200, 30, "pool")
+    letters = [
+        d
+        for d in read_topic(kafka_bootstrap, topics.deadletter, DeadLetter, 1, 30)
+        if d.source_topic == topics.variants
+    ]
+    assert len(letters) == 1 and "pool_version" in letters[0].reason
