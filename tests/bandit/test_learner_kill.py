@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,24 +69,30 @@ def test_sigkill_at_random_points_learns_each_joined_event_once(
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
 
-    parts = [events[i : i + 530] for i in range(0, len(events), 530)]
+    def produce() -> None:
+        # events keep flowing, in small batches, the whole time the learner is being killed
+        for i in range(0, len(events), 60):
+            publish(kafka_bootstrap, topics, events[i : i + 60])
+            time.sleep(0.15)
+
+    producer = threading.Thread(target=produce)
     learned_at_kill: list[int | None] = []
     proc = start()
+    producer.start()
     try:
-        for part in parts:
+        while producer.is_alive() or len(learned_at_kill) < 6:
+            # once this learner runs (it checkpoints every 0.3 s), kill it at a random point
             last_write = ckpt.stat().st_mtime_ns if ckpt.exists() else 0
-            publish(kafka_bootstrap, topics, part)
-            # wait until this learner runs (it checkpoints every 0.3 s), then kill it at a
-            # random point of its work
             deadline = time.monotonic() + 60
             while (ckpt.stat().st_mtime_ns if ckpt.exists() else 0) == last_write:
                 assert time.monotonic() < deadline, (tmp_path / "learner.log").read_text()[-3000:]
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.2, 2.0))
             proc.kill()
             proc.wait(10)
             learned_at_kill.append(peek_learned(ckpt))
             proc = start()
+        producer.join()
         publish(kafka_bootstrap, topics, [decision(10_000)])  # closes every window
         deadline = time.monotonic() + 180
         while peek_learned(ckpt) != len(joined) and time.monotonic() < deadline:
