@@ -24,8 +24,11 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+import msgspec
+
 from bandit.errors import CheckpointError, ConfigError
 from bandit.reward import DEFAULT_REWARD, RewardConfig
+from bandit.wire import WireDecision
 from streams.schemas import Decision, Feedback
 
 #: where a feedback message was read, ``(partition, offset)``, for its dead letter
@@ -62,6 +65,20 @@ class JoinStats:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+class _State(msgspec.Struct):
+    """The checkpointed state; events stay raw JSON until each is decoded on its own."""
+
+    format: int
+    watermark: float | None = None
+    open: list[tuple[msgspec.Raw, list[str], list[str]]] = []
+    orphans: list[tuple[msgspec.Raw, tuple[int, int] | None]] = []
+    closed: list[tuple[str, float]] = []
+    stats: dict[str, int] = {}
+
+
+_STATE = msgspec.json.Decoder(_State)
 
 
 @dataclass
@@ -267,29 +284,30 @@ class RewardJoiner:
     ) -> RewardJoiner:
         joiner = cls(config, lateness_s=lateness_s, follow_event_time=follow_event_time)
         try:
-            state = json.loads(data)
-            if state.get("format") != 1:
-                raise CheckpointError(f"unknown joiner state format {state.get('format')!r}")
-            joiner._wm = -math.inf if state["watermark"] is None else float(state["watermark"])
-            for raw, kinds, fids in state["open"]:
-                d = Decision.model_validate(raw)
-                joiner._open[d.event_id.int] = _Open(
-                    d, d.ts.timestamp() + joiner.window_s, set(kinds), set(fids)
+            state = _STATE.decode(data)
+            if state.format != 1:
+                raise CheckpointError(f"unknown joiner state format {state.format!r}")
+            joiner._wm = -math.inf if state.watermark is None else state.watermark
+            for raw, kinds, fids in state.open:
+                text = bytes(raw)
+                d = WireDecision.model_validate_json(text)  # the fast path: restarts are quick
+                ts = d.ts.timestamp()
+                op = _Open(d, ts + joiner.window_s, set(kinds), set(fids), text.decode("utf-8"))
+                joiner._open[d.event_id.int] = op
+                joiner._close_heap.append(
+                    (ts + joiner.window_s + joiner.lateness_s, d.event_id.int)
                 )
-                close_at = d.ts.timestamp() + joiner.window_s + joiner.lateness_s
-                joiner._close_heap.append((close_at, d.event_id.int))
-            for raw, ref in state["orphans"]:
-                fb = Feedback.model_validate(raw)
-                key: Ref = (int(ref[0]), int(ref[1])) if ref is not None else None
-                joiner._orphans.setdefault(fb.event_id.int, {})[fb.feedback_id] = (fb, key)
+            for raw, ref in state.orphans:
+                fb = Feedback.model_validate_json(bytes(raw))
+                joiner._orphans.setdefault(fb.event_id.int, {})[fb.feedback_id] = (fb, ref)
                 expire_at = fb.ts.timestamp() + joiner.lateness_s
                 joiner._orphan_heap.append((expire_at, fb.event_id.int, fb.feedback_id))
-            for hex_id, forget_at in state["closed"]:
+            for hex_id, forget_at in state.closed:
                 eid = UUID(hex=hex_id).int
-                joiner._closed[eid] = float(forget_at)
-                joiner._closed_heap.append((float(forget_at), eid))
-            joiner.stats = JoinStats(**state["stats"])
-        except (ValueError, KeyError, TypeError) as exc:
+                joiner._closed[eid] = forget_at
+                joiner._closed_heap.append((forget_at, eid))
+            joiner.stats = JoinStats(**state.stats)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
             raise CheckpointError(f"unreadable joiner state: {exc}") from exc
         heapq.heapify(joiner._close_heap)
         heapq.heapify(joiner._orphan_heap)
