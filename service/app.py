@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import admin, feedback, ops, products, rank
+from service.api.fast_rank import FastRank
 from service.api.handlers import BodyLimit, install_error_handlers
 from service.jobs import GenerateFn
 from service.metrics import Metrics
@@ -28,9 +29,11 @@ def create_app(
     seed: int = 0,
     generator: GenerateFn | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    fast_rank: bool = True,
 ) -> FastAPI:
     """The service app. ``generator`` replaces the copy generator the jobs load from
-    ``settings.generator_model`` (for a caller that already holds one)."""
+    ``settings.generator_model`` (for a caller that already holds one); ``fast_rank=False``
+    leaves ``POST /v1/rank`` to the FastAPI route alone (see ``service.api.fast_rank``)."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
 
@@ -50,7 +53,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app, metrics)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if fast_rank:
+        app.add_middleware(FastRank)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # added last: the outermost
     for module in (rank, feedback, products, admin, ops):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from bandit.policy import Policy
 from bandit.snapshot import write_snapshot
+from service.api.models import RankResponse
 from service.app import create_app
 from service.security import HASH_KEY_FILE
 from service.stats import wilson_interval
@@ -243,7 +244,7 @@ def test_newer_pool_replaces_older_and_stale_is_ignored(env):
         ({"product_id": "a b", "channel": "ad_headline"}, 422, "body.product_id"),
         ({"product_id": "scarf-1", "channel": "ad_headline", "user": {"age": -3}}, 422, "user.age"),
         (
-            {"product_id": "scarf-1", "channel": "ad_headline", "user": {"user_id": 7}},
+            {"product_id": "scarf-1", "channel": "ad_headline", "user": {"user_id": ""}},
             422,
             "user.user_id",
         ),
@@ -371,3 +372,30 @@ def test_malformed_pool_is_dead_lettered_and_the_feed_goes_on(env, kafka_bootstr
         if d.source_topic == topics.variants
     ]
     assert len(letters) == 1 and "pool_version" in letters[0].reason
+
+
+RANK_CASES = [
+    {"product_id": "scarf-1", "channel": "ad_headline", "user": {"age": 30}},
+    {"product_id": "nope", "channel": "ad_headline"},
+    {"product_id": "scarf-1", "channel": "social"},
+    {"product_id": "scarf-1", "channel": "billboard"},
+    {"product_id": "scarf-1", "channel": "ad_headline", "user": {"age": -1}},
+    {"product_id": "scarf-1", "channel": "ad_headline", "user": {"age": 10**40}},
+    {"channel": "ad_headline"},
+]
+
+
+def test_fastapi_route_and_fast_path_answer_alike(env, kafka_bootstrap, tmp_path):
+    """The hot path in front of FastAPI and the documented FastAPI route agree."""
+    fast = [env["client"].post("/v1/rank", json=body) for body in RANK_CASES]
+    settings = settings_for(kafka_bootstrap, env["topics"], tmp_path)
+    with TestClient(create_app(settings, fast_rank=False)) as plain_client:
+        wait_ready(plain_client)
+        plain = [plain_client.post("/v1/rank", json=body) for body in RANK_CASES]
+    for body, a, b in zip(RANK_CASES, fast, plain, strict=True):
+        assert a.status_code == b.status_code, body
+        if a.status_code == 200:
+            assert set(a.json()) == set(b.json()) == set(RankResponse.model_fields)
+            assert a.json()["product_id"] == b.json()["product_id"]
+        else:
+            assert a.json()["field"] == b.json()["field"], body
