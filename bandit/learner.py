@@ -119,6 +119,8 @@ class Learner:
         self._latest: dict[PartitionKey, float] = {}
         #: partitions with no known position that an idle poll showed to hold nothing to read
         self._drained: set[PartitionKey] = set()
+        self._ends: dict[PartitionKey, int] = {}
+        self._ends_at = -math.inf
         self.lineage = uuid.uuid4().hex[:8]
         self.seq = 0
         self._announced_learned = 0
@@ -221,7 +223,12 @@ class Learner:
             return max(latest.values()) if latest else None
         positions = self.consumer.positions
         behind: list[float] = []
-        for key, end in self.consumer.end_offsets().items():
+        # end offsets cost a broker round trip; a second-old copy only errs towards "caught
+        # up" for records written since, which are the newest and within the lateness
+        if time.monotonic() - self._ends_at >= 1.0:
+            self._ends = self.consumer.end_offsets()
+            self._ends_at = time.monotonic()
+        for key, end in self._ends.items():
             pos = positions.get(key)
             if (pos is not None and pos < end) or (
                 pos is None and end > 0 and key not in self._drained
