@@ -1,6 +1,8 @@
 """Learner throughput: joined examples per second from Kafka into VW (decode, join, reward,
 learn; checkpoints as configured) against native VW learning the same examples from a text file
-in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Writes JSON.
+in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Also reports how
+fast the Kafka client alone reads and decodes the same messages, the ceiling for any learner
+built on it. Writes JSON.
 
 Needs a broker: ``COPYLOOP_KAFKA_BOOTSTRAP`` (default 127.0.0.1:19092). The events go to topics
 under a fresh prefix, so nothing else on the broker is read or disturbed.
@@ -32,6 +34,8 @@ from bandit.learner import Learner, LearnerConfig
 from bandit.policy import ActionSet, PolicyConfig
 from bandit.reward import RewardConfig
 from bandit.vw import action_line, example_text, shared_line, vw_arguments
+from bandit.wire import WireDecision
+from streams.consumer import EventConsumer
 from streams.producer import KafkaEventSink
 from streams.schemas import TRAITS, Decision, Feedback, Variant
 from streams.topics import TopicAdmin, Topics
@@ -158,6 +162,23 @@ def main() -> None:
         learn_s = time.perf_counter() - t0
         learner.checkpoint()
         learner.close()
+
+        # the ceiling set by the Kafka client alone: read and decode the same messages
+        reader = EventConsumer(
+            bootstrap,
+            {topics.decisions: WireDecision, topics.feedback: Feedback},
+            group_id=None,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        reader.assign()
+        task = progress.add_task("reading back (no learning)", total=len(events) + 1)
+        t0 = time.perf_counter()
+        got = 0
+        while got < len(events) + 1 and time.perf_counter() - t0 < 600:
+            got += len(reader.poll(0.5, 2000))
+            progress.update(task, completed=got)
+        read_s = time.perf_counter() - t0
+        reader.close()
     rate = learner.stats.learned / learn_s
     result = {
         "benchmark": "learner",
@@ -168,6 +189,8 @@ def main() -> None:
         "learner_examples_per_s": round(rate, 1),
         "native_vw_examples_per_s": round(native, 1),
         "ratio": round(rate / native, 3),
+        "read_only_examples_per_s": round(args.n / read_s, 1),
+        "read_only_ratio": round(args.n / read_s / native, 3),
         "target_ratio": 0.4,
         "target_examples_per_s": 50000,
         "checkpoints": learner.stats.checkpoints,
