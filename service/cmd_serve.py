@@ -7,9 +7,13 @@ or leaves them in its spool for the next start."""
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
+from service.errors import ServiceError
+from service.security import load_hash_key
 from service.settings import Settings
+from streams.serde import describe
 
 console = Console(stderr=True)
 
@@ -24,7 +28,17 @@ def serve(
     """Serve the rank, feedback, products and admin API (CONTRACT.md §4)."""
     import uvicorn
 
-    settings = Settings()  # validated here so a bad variable fails before any worker starts
+    try:
+        # checked here, so a bad variable or an unusable data folder fails before any worker
+        # starts, with one line instead of a traceback per worker
+        settings = Settings()
+        load_hash_key(settings.hash_key, settings.data_dir)
+    except ValidationError as exc:
+        console.print(f"[bold red]error:[/] settings: {describe(exc)}")
+        raise typer.Exit(2) from exc
+    except (ServiceError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
     console.print(
         f"copyloop serving on http://{host}:{port} ({workers} worker(s)), Kafka at "
         f"{settings.kafka_bootstrap}, topics {settings.topic_prefix}*, "
