@@ -166,6 +166,10 @@ class LocalKafka:
             return False
         return b"kafka.Kafka" in cmdline and str(self._props).encode() in cmdline
 
+    def reachable(self) -> bool:
+        """True when something accepts connections on the broker's port (ours or not)."""
+        return self._answers()
+
     def _answers(self, timeout_s: float = 1.0) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=timeout_s):
