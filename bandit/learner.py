@@ -36,6 +36,8 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "bandit-learner.ckpt"
+#: how long polls must come back empty before a partition never read from counts as empty
+_DRAINED_AFTER_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,11 @@ class Learner:
         )
         #: latest event time read per partition, for the watermark
         self._latest: dict[PartitionKey, float] = {}
-        #: partitions with no known position that an idle poll showed to hold nothing to read
+        #: partitions never read from that idle polls showed to hold nothing to read
         self._drained: set[PartitionKey] = set()
         self._ends: dict[PartitionKey, int] = {}
         self._ends_at = -math.inf
+        self._idle_since: float | None = None
         self.lineage = uuid.uuid4().hex[:8]
         self.seq = 0
         self._announced_learned = 0
@@ -199,8 +202,10 @@ class Learner:
                 self._dead_letter(joiner.add_decision(event))
             elif isinstance(event, Feedback):
                 self._dead_letter(joiner.add_feedback(event, (rec.partition, rec.offset)))
-        watermark = self._watermark(idle=not records)
-        if not records and self.config.idle_close:
+        watermark, caught_up = self._watermark(idle=not records)
+        if caught_up and not records and self.config.idle_close:
+            # nothing unread anywhere: time itself moves the windows on (never during a
+            # catch-up, whose old events would close before their feedback is read)
             watermark = now if watermark is None else max(watermark, now)
         joined, rejected = joiner.advance(watermark)
         if joined:
@@ -212,32 +217,41 @@ class Learner:
             self.checkpoint()
         return len(records)
 
-    def _watermark(self, *, idle: bool) -> float | None:
+    def _watermark(self, *, idle: bool) -> tuple[float | None, bool]:
         """Event time up to which every partition has been read: the least latest-time over
         the partitions that still hold unread records (the latest overall once none do), so a
-        partition read ahead of another never closes the other's windows."""
+        partition read ahead of another never closes the other's windows. An empty poll is
+        not taken to mean "caught up" (a slow fetch returns nothing too): end offsets decide.
+        Returns the watermark (None: not known yet) and whether every partition is read."""
         latest = self._latest
-        if idle:
-            # nothing was returned: every partition is read to its end
-            self._drained.update(k for k in self.consumer.partitions() if k not in latest)
-            return max(latest.values()) if latest else None
-        positions = self.consumer.positions
-        behind: list[float] = []
+        if not idle:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = time.monotonic()
+        idle_for = 0.0 if self._idle_since is None else time.monotonic() - self._idle_since
         # end offsets cost a broker round trip; a second-old copy only errs towards "caught
         # up" for records written since, which are the newest and within the lateness
-        if time.monotonic() - self._ends_at >= 1.0:
+        if idle or time.monotonic() - self._ends_at >= 1.0:
             self._ends = self.consumer.end_offsets()
             self._ends_at = time.monotonic()
+        positions = self.consumer.positions
+        behind: list[float] = []
         for key, end in self._ends.items():
             pos = positions.get(key)
-            if (pos is not None and pos < end) or (
-                pos is None and end > 0 and key not in self._drained
-            ):
+            if pos is None:
+                # never read from: where it starts is the client's secret (an empty log may
+                # start past 0), so it counts as behind until polls have come back empty for
+                # a while: one slow fetch must not pass for an empty partition
+                if idle_for >= _DRAINED_AFTER_S:
+                    self._drained.add(key)
+                if end > 0 and key not in self._drained:
+                    behind.append(latest.get(key, -math.inf))
+            elif pos < end:
                 behind.append(latest.get(key, -math.inf))
         if behind:
             low = min(behind)
-            return None if low == -math.inf else low
-        return max(latest.values()) if latest else None
+            return (None if low == -math.inf else low), False
+        return (max(latest.values()) if latest else None), True
 
     def checkpoint(self) -> Checkpoint:
         """Save model + offsets + joiner + count atomically; announce a new model if it

@@ -13,7 +13,7 @@ from bandit.learner import Learner, LearnerConfig
 from bandit.policy import Policy
 from bandit.reward import RewardConfig
 from bandit.snapshot import PolicyHolder
-from streams.schemas import Decision, Event, Feedback
+from streams.schemas import Decision, Event, Feedback, utc_now
 from streams.topics import Topics
 
 from . import synth
@@ -192,3 +192,21 @@ def test_learned_policy_picks_the_best_variant_per_segment(
         picked = sum(max(range(4), key=p.__getitem__) == k for p in probs)
         assert picked >= 27, (segment, picked)  # chance would be about 7 of 30
         assert sum(p[k] for p in probs) / len(probs) > 0.6  # chance is 0.25
+
+
+def test_idle_close_lets_the_clock_close_windows_when_traffic_stops(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    now = utc_now()
+    d = decision(0).model_copy(update={"ts": now})
+    imp = Feedback(feedback_id="imp-now", event_id=d.event_id, ts=now, kind="impression")
+    publish(kafka_bootstrap, topics, [d, imp])
+    config = _config(
+        topics, tmp_path, reward=RewardConfig(window_s=1.0), lateness_s=0.5, idle_close=True
+    )
+    learner = Learner.connect(config, kafka_bootstrap)
+    learner.start()
+    drive(learner, lambda: learner.stats.records == 2)
+    assert learner.stats.learned == 0  # no later event arrives to move event time on
+    drive(learner, lambda: learner.stats.learned == 1, max_steps=100)  # the clock does
+    learner.close()
