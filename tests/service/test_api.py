@@ -67,7 +67,7 @@ def test_rank_publishes_the_decision_with_its_pscore(env, kafka_bootstrap):
     by_id = {a["event_id"]: a for a in answers}
     decisions = [
         d
-        for d in read_topic(kafka_bootstrap, topics.decisions, Decision, len(answers) + 50)
+        for d in read_topic(kafka_bootstrap, topics.decisions, Decision, len(answers))
         if str(d.event_id) in by_id
     ]
     assert sorted(str(d.event_id) for d in decisions) == sorted(by_id)  # each exactly once
