@@ -151,11 +151,16 @@ class ActionSet:
             raise FeatureError("actions", "must hold at least one action")
         if len(actions) > MAX_ACTIONS:
             raise FeatureError("actions", f"must hold at most {MAX_ACTIONS} actions")
+        for i, pair in enumerate(actions):
+            if not (
+                isinstance(pair, tuple | list)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and isinstance(pair[1], ActionFeatures)
+            ):
+                raise FeatureError(f"actions.{i}", "must be a (variant_id, ActionFeatures) pair")
         self.ids = [a[0] for a in actions]
         self.features = [a[1] for a in actions]
-        for i, (vid, feats) in enumerate(actions):
-            if not isinstance(vid, str) or not isinstance(feats, ActionFeatures):
-                raise FeatureError(f"actions.{i}", "must be a (variant_id, ActionFeatures) pair")
         #: the joined action lines, with and without variant-id features
         self._text: dict[bool, str] = {}
 
