@@ -240,7 +240,7 @@ def test_bad_calls_name_the_field() -> None:
             channel="push",
             pool_version=1,
         )
-    with pytest.raises(FeatureError, match="actions.1"):
+    with pytest.raises(FeatureError, match=r"actions\.1"):
         ActionSet([("a", synth.ACTIONS.features[0]), ("b",)])  # type: ignore[list-item]
     with pytest.raises(ConfigError, match="version"):
         policy.version = ""
