@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from generator.guardrails.claims import COMPILED
 from generator.guardrails.money import Parsed, parse
 from generator.text import SEPARATORS, Views, fold_simple
 from streams.schemas import Channel, Language, Product
@@ -77,6 +78,16 @@ class Facts:
         object.__setattr__(self, "brand", fold_simple(p.brand).strip())
         object.__setattr__(self, "numbers", frozenset(_canon(n) for n in _NUMBER.findall(text)))
         object.__setattr__(self, "medical", bool(_MEDICAL_CATEGORY.search(p.category)))
+
+    @cached_property
+    def absent_claims(self) -> re.Pattern[str] | None:
+        """One pattern for every claim of the vocabulary that these facts do not carry."""
+        parts = [
+            f"(?P<{claim.name}>{pattern.pattern})"
+            for claim, pattern in COMPILED
+            if not (pattern.search(self.text) or pattern.search(self.attr_tight))
+        ]
+        return re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     @property
     def list_price(self) -> float:

@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 
 from generator.guardrails.base import Context, Rule, Violation, canon_number, overlaps, squeeze
-from generator.guardrails.claims import COMPILED
 
 BRAND = "brand_truth"
 ATTRIBUTE = "attribute_truth"
@@ -194,18 +193,20 @@ def find_brand(ctx: Context) -> Iterator[Violation]:
 def find_attribute(ctx: Context) -> Iterator[Violation]:
     plain, tight = ctx.views.plain, ctx.views.tight
     facts = ctx.facts
-    for claim, pattern in COMPILED:
-        if pattern.search(facts.text) or pattern.search(facts.attr_tight):
-            continue
+    absent = facts.absent_claims
+    if absent is not None:
+        reported: set[str] = set()
         for view in (tight, plain):  # zh terms survive squeezing; en phrases need their spaces
-            m = pattern.search(view.text)
-            if m is not None:
+            for m in absent.finditer(view.text):
+                name = m.lastgroup or ""
+                if name in reported:
+                    continue
+                reported.add(name)
                 yield Violation(
                     ATTRIBUTE,
                     view.span(*m.span()),
-                    f"`{m.group(0)}` ({claim.name}) is not in the product facts",
+                    f"`{m.group(0)}` ({name}) is not in the product facts",
                 )
-                break
     taken = ctx.parsed.spans() + [m.span() for m in _FESTIVAL_NUMBERS.finditer(plain.text)]
     for m in _NUMBER.finditer(plain.text):
         if overlaps(m.span(), taken):

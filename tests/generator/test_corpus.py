@@ -12,7 +12,7 @@ from generator.guardrails import check
 from generator.prompts import STYLES, Plan
 from generator.slots import SLOT_RE, fill, slot_values
 from generator.traits import detect_traits
-from streams.schemas import CHANNEL_LIMITS, Product
+from streams.schemas import CHANNEL_LIMITS, TRAITS, Product
 
 FULL = {
     "zh": Product(
@@ -100,6 +100,19 @@ def test_composed_copy_fits_the_channel_and_carries_the_styles() -> None:
             detect_traits(text, language=plan.language, channel=plan.channel, brand=product.brand)
         )
         assert set(plan.styles) <= traits, (copy, plan.styles, traits)
+
+
+def test_corpus_shows_every_trait_of_the_contract() -> None:
+    seen: set[str] = set()
+    for e in examples(600, seed=0):
+        product = FULL[e.plan.language]
+        text = fill(e.copy, slot_values(product))
+        seen.update(
+            detect_traits(
+                text, language=e.plan.language, channel=e.plan.channel, brand=product.brand
+            )
+        )
+    assert seen == set(TRAITS)
 
 
 def test_examples_are_reproducible_and_labelled_with_their_length() -> None:
