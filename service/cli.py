@@ -89,6 +89,9 @@ def _register_commands() -> None:
     from service import cmd_learn
 
     cmd_learn.register(app)
+    from service import cmd_simulate
+
+    cmd_simulate.register(app)
 
 
 _register_commands()

@@ -1,0 +1,182 @@
+"""Learning-curve plots (PNG, matplotlib's Agg backend) and a self-contained ``report.html``
+(the PNGs embedded as base64, no outside files or scripts)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from service.simulate.policies import Trace
+from service.simulate.summary import rolling
+from service.simulate.world import World
+
+_COLOURS = {"uniform": "#9e9e9e", "best_fixed": "#ff9800", "bandit": "#1976d2", "oracle": "#2e7d32"}
+CTR_PLOT = "ctr_curve.png"
+REGRET_PLOT = "regret.png"
+
+
+def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
+    """Rolling CTR per policy (clicks, solid) and its noise-free version (the policy's mean
+    click probability, dotted)."""
+    n = next(iter(traces.values())).n
+    window = max(50, n // 20)
+    x = np.arange(1, n + 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, trace in traces.items():
+        colour = _COLOURS.get(name)
+        ax.plot(x, rolling(trace.click, window), color=colour, lw=1.4, label=f"{name} (clicks)")
+        ax.plot(x, rolling(trace.expected, window), color=colour, lw=1.0, ls=":", label=None)
+    ax.set_xlabel("decision")
+    ax.set_ylabel(f"CTR, trailing {window} decisions")
+    ax.set_title("CTR over decisions (dotted: true click probability of the policy)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_regret(traces: Mapping[str, Trace], path: Path) -> Path:
+    """Cumulative expected regret against the oracle: sum over decisions of the oracle's click
+    probability minus the policy's (no click noise, so the curves compare choices)."""
+    best = traces["oracle"].expected
+    x = np.arange(1, best.shape[0] + 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for name, trace in traces.items():
+        if name == "oracle":
+            continue
+        ax.plot(x, np.cumsum(best - trace.expected), color=_COLOURS.get(name), label=name)
+    ax.set_xlabel("decision")
+    ax.set_ylabel("cumulative regret (expected clicks lost)")
+    ax.set_title("Regret against the oracle")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
+    return html.escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pools(world: World, limit: int = 6) -> str:
+    parts = []
+    for product, pool, shown in list(
+        zip(world.products, world.pools, world.shown_traits, strict=True)
+    )[:limit]:
+        rows = [
+            (v.variant_id, v.text, ", ".join(t)) for v, t in zip(pool.variants, shown, strict=True)
+        ]
+        title = f"{product.title} ({product.product_id}, {product.category})"
+        parts.append(f"<h3>{html.escape(title)}</h3>" + _table(["variant", "text", "traits"], rows))
+    more = len(world.products) - limit
+    if more > 0:
+        parts.append(f"<p>… and {more} more products.</p>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC",sans-serif;margin:2em;
+max-width:70em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.92em}
+th{background:#f3f3f3} img{max-width:100%} .note{color:#555}
+"""
+
+
+def write_report(
+    summary: Mapping[str, Any], world: World, plots: Sequence[Path], out_dir: Path
+) -> Path:
+    """``report.html``: the figures, the plots, the OPE check, the notes and some pools."""
+    pol = summary["policies"]
+    rows = [
+        (
+            name,
+            f["ctr"],
+            f["ci95"],
+            f["ctr_last_half"],
+            f["true_ctr_last_half"],
+            f["decisions"],
+            f["clicks"],
+        )
+        for name, f in pol.items()
+    ]
+    figures = _table(
+        [
+            "policy",
+            "CTR",
+            "95% interval",
+            "CTR last half",
+            "true CTR last half",
+            "decisions",
+            "clicks",
+        ],
+        rows,
+    )
+    ratios = summary.get("ratios") or {}
+    ratio_table = _table(["ratio", "value"], [(k, v) for k, v in ratios.items()])
+    ope = summary.get("ope")
+    ope_html = "<p>No off-policy estimate.</p>"
+    if ope:
+        ope_html = _table(
+            ["estimator", "estimate", "95% interval"],
+            [
+                ("IPS", ope["ips"], ope["ips_ci95"]),
+                ("SNIPS", ope["snips"], ope["snips_ci95"]),
+                ("DR", ope["dr"], ope["dr_ci95"]),
+                ("true value", ope["true_value"], None),
+            ],
+        ) + (
+            f"<p>DR interval covers the true value: <b>{ope['dr_covers_true']}</b>; "
+            f"|DR − true| / true = {_fmt(ope['dr_rel_error'])}; "
+            f"{ope['n_rounds']} logged rounds, effective sample size {ope['ess']}.</p>"
+        )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary.get("notes", []))
+    images = "".join(f"<p>{_img(p, p.stem)}</p>" for p in plots)
+    name = html.escape(str(summary["scenario"]))
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>copyloop simulation: {name}</title>
+<style>{_CSS}</style></head><body>
+<h1>Simulation: {name}</h1>
+<p>{summary["decisions"]} decisions; every policy met the same shoppers and the same click draws
+(common random numbers).</p>
+<h2>Policies</h2>{figures}{ratio_table}
+<h2>Learning curves</h2>{images}
+<h2>Off-policy evaluation of the final bandit (from the uniform policy's log)</h2>{ope_html}
+<h2>Notes</h2><ul class="note">{notes}</ul>
+<h2>Initial pools</h2>{_pools(world)}
+</body></html>
+"""
+    path = out_dir / "report.html"
+    path.write_text(doc, encoding="utf-8")
+    return path

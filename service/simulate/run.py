@@ -1,0 +1,174 @@
+"""The closed-loop simulation: catalog → pools (real generator) → shoppers → the policies on the
+same shoppers → off-policy check → ``summary.json``, plots and ``report.html``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.progress import Progress
+
+from bandit.policy import PolicyConfig
+from service.simulate import policies
+from service.simulate.catalog import make_catalog
+from service.simulate.errors import SimulationError
+from service.simulate.evaluate import OffPolicy, evaluate
+from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
+from service.simulate.policies import SIM_POLICY, BanditRun, Trace, run_bandit_inprocess
+from service.simulate.pools import PoolSource, build_pools
+from service.simulate.report import CTR_PLOT, REGRET_PLOT, plot_ctr, plot_regret, write_report
+from service.simulate.scenario import Scenario
+from service.simulate.summary import build_summary, write_summary
+from service.simulate.world import Shoppers, World
+
+Transport = Literal["inprocess", "kafka"]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How a scenario is run (the scenario says what the world is)."""
+
+    transport: Transport = "inprocess"
+    #: the bandit's exploration and learning settings (see ``policies.SIM_POLICY``)
+    policy: PolicyConfig = SIM_POLICY
+    #: keys the shopper-id hash; simulated shoppers are nobody, so a fixed key is fine
+    hash_key: bytes = b"copyloop-simulator"
+    #: returning users per segment: a shopper's age and device stay the same across visits
+    population: int = 2000
+    #: simulated seconds between decisions (sets the event times the reward join sees)
+    step_s: float = 1.0
+    start: datetime = field(default_factory=lambda: datetime(2026, 1, 8, 4, 0, tzinfo=UTC))
+    #: where generated pools are cached (None: not cached)
+    cache_dir: Path | None = None
+    kafka: KafkaOptions | None = None
+    ope: bool = True
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("inprocess", "kafka"):
+            raise SimulationError(
+                "transport", f"must be inprocess or kafka, got {self.transport!r}"
+            )
+        if self.transport == "kafka" and self.kafka is None:
+            raise SimulationError("kafka", "options are required with transport kafka")
+        if not self.step_s > 0:
+            raise SimulationError("step_s", f"must be > 0, got {self.step_s}")
+        if self.start.tzinfo is None:
+            raise SimulationError("start", "must be timezone-aware")
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    summary: dict[str, Any]
+    out_dir: Path
+    world: World
+    shoppers: Shoppers
+    traces: dict[str, Trace]
+    bandit: BanditRun
+    off_policy: OffPolicy | None
+
+
+class _Steps:
+    """Progress tasks on a rich ``Progress`` (or nothing when there is none)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        if self.progress is None:
+            return lambda n: None
+        task = self.progress.add_task(description, total=total)
+        progress = self.progress
+        return lambda n: progress.advance(task, n)
+
+
+def simulate(
+    scenario: Scenario,
+    out_dir: Path,
+    *,
+    source: PoolSource,
+    config: SimulationConfig | None = None,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """Run ``scenario`` and write ``summary.json``, the plots and ``report.html`` to ``out_dir``."""
+    cfg = config if config is not None else SimulationConfig()
+    steps = _Steps(progress)
+    began = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(scenario.products, int):
+        products = make_catalog(scenario.products, scenario.language, scenario.seed)
+    else:
+        products = list(scenario.products)
+    pools = build_pools(
+        source,
+        products,
+        channel=scenario.channel,
+        n=scenario.pool_size,
+        seed=scenario.seed,
+        cache_dir=cfg.cache_dir,
+        advance=steps.task("generating pools", len(products)),
+    )
+    timings = {"pools_s": time.perf_counter() - began}
+    world = World.build(scenario, products, pools)
+    mark = time.perf_counter()
+    shoppers = Shoppers.draw(
+        scenario,
+        world,
+        hash_key=cfg.hash_key,
+        start=cfg.start,
+        step_s=cfg.step_s,
+        population=cfg.population,
+        seed=scenario.seed,
+    )
+    timings["shoppers_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    advance = steps.task(f"bandit ({cfg.transport})", shoppers.n)
+    if cfg.kafka is not None and cfg.transport == "kafka":
+        bandit = run_bandit_kafka(
+            world, shoppers, config=cfg.policy, seed=scenario.seed, channel=scenario.channel,
+            options=cfg.kafka, advance=advance,
+        )  # fmt: skip
+    else:
+        bandit = run_bandit_inprocess(
+            world, shoppers, config=cfg.policy, seed=scenario.seed, channel=scenario.channel,
+            advance=advance,
+        )  # fmt: skip
+    timings["bandit_s"] = time.perf_counter() - mark
+    traces = {
+        "uniform": policies.uniform(world, shoppers),
+        "best_fixed": policies.best_fixed(world, shoppers, scenario.weights),
+        "bandit": bandit.trace,
+        "oracle": policies.oracle(world, shoppers),
+    }
+    off_policy = None
+    if cfg.ope:
+        mark = time.perf_counter()
+        off_policy = evaluate(
+            bandit.policy, world, shoppers, traces["uniform"], seed=scenario.seed,
+            advance=steps.task("off-policy evaluation", shoppers.n),
+        )  # fmt: skip
+        timings["ope_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - began
+    summary = build_summary(
+        scenario,
+        traces,
+        off_policy,
+        extra={
+            "seed": scenario.seed,
+            "transport": cfg.transport,
+            "bandit": {"config": cfg.policy.to_dict(), **bandit.learning},
+            "pools": {
+                "products": len(products),
+                "variants": int(world.sizes.sum()),
+                "generator_version": sorted({p.generator_version for p in pools}),
+            },
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        },
+    )
+    write_summary(summary, out_dir)
+    plots = [plot_ctr(traces, out_dir / CTR_PLOT), plot_regret(traces, out_dir / REGRET_PLOT)]
+    write_report(summary, world, plots, out_dir)
+    return SimulationResult(summary, out_dir, world, shoppers, traces, bandit, off_policy)
