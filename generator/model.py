@@ -187,31 +187,46 @@ class CopyGenerator:
         seed: int,
         temperature: float = 1.0,
         top_p: float = 0.95,
+        suppress: Sequence[str] = (),
     ) -> list[Completion]:
         """Sample one completion per prompt, in batches. The same seed gives the same texts
-        (on the same device); the global torch RNG is left as it was."""
+        (on the same device); the global torch RNG is left as it was. Tokens in ``suppress``
+        (whole tokens of the vocabulary, such as slots this product cannot fill) are never
+        sampled."""
         if max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}")
         if temperature <= 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}")
         devices = [self.device] if self.device.type == "cuda" else []
+        vocab = self.tokenizer.get_vocab()
+        banned = sorted({vocab[t] for t in suppress if t in vocab})
         out: list[Completion] = []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for start in range(0, len(prompts), self.batch_size):
                 out.extend(
                     self._batch(
-                        prompts[start : start + self.batch_size], max_new_tokens, temperature, top_p
+                        prompts[start : start + self.batch_size],
+                        max_new_tokens,
+                        temperature,
+                        top_p,
+                        banned,
                     )
                 )
         return out
 
     def _batch(
-        self, prompts: Sequence[str], max_new_tokens: int, temperature: float, top_p: float
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        banned: list[int],
     ) -> list[Completion]:
         tok = self.tokenizer
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(self.device) for k, v in enc.items()}
+        eos = self.eos_ids()
         kwargs: dict[str, Any] = {
             "do_sample": True,
             "temperature": temperature,
@@ -219,18 +234,32 @@ class CopyGenerator:
             "top_k": 0,
             "max_new_tokens": max_new_tokens,
             "pad_token_id": tok.pad_token_id,
-            "eos_token_id": tok.eos_token_id,
+            "eos_token_id": sorted(eos),
         }
+        if banned:
+            kwargs["suppress_tokens"] = banned
         ids = cast(Any, self.model).generate(**enc, **kwargs)  # (batch, prompt + new)
         new = ids[:, enc["input_ids"].shape[1] :]
-        eos = tok.eos_token_id
+        ends = torch.tensor(sorted(eos), device=new.device)
         return [
             Completion(
                 text=str(tok.decode(row, skip_special_tokens=True)),
-                finished=bool((row == eos).any()),
+                finished=bool(torch.isin(row, ends).any()),
             )
             for row in new
         ]
+
+    def eos_ids(self) -> set[int]:
+        """The tokenizer's end token and any the model's generation config adds (chat models
+        often end a turn with their own token, e.g. ``<|im_end|>``)."""
+        ids: set[int] = set()
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (self.tokenizer.eos_token_id, configured):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list | tuple):
+                ids.update(int(v) for v in value)
+        return ids
 
     # -- pools --------------------------------------------------------------------------------
     def generate_pool(

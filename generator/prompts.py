@@ -15,10 +15,11 @@ Two formats:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from generator.slots import OPTIONAL_SLOTS, SLOTS, slot_values
+from generator.slots import OPTIONAL_SLOTS, SLOTS, slot_values, unfill
 from streams.schemas import CHANNEL_LIMITS, CHANNELS, LANGUAGES, TRAITS, Channel, Language, Product
 
 PromptFormat = Literal["slots-v1", "instruction"]
@@ -117,6 +118,35 @@ def control_prompt(plan: Plan) -> str:
 def training_text(plan: Plan, copy_in_slots: str) -> str:
     """One training sequence of the ``slots-v1`` format."""
     return f"{control_prompt(plan)}{copy_in_slots}{EOS}"
+
+
+def length_bucket(length: int, language: Language, channel: Channel) -> Length:
+    """``short`` under a third of the channel limit, ``long`` over two thirds (as the traits)."""
+    limit = CHANNEL_LIMITS[channel][language]
+    if length < limit / 3:
+        return "short"
+    if length > 2 * limit / 3:
+        return "long"
+    return "mid"
+
+
+def plan_for(product: Product, channel: Channel, text: str, traits: Sequence[str]) -> Plan:
+    """The wish that ``text`` (with its detected ``traits``) answers, for this product."""
+    language = product.language
+    return Plan(
+        language,
+        channel,
+        length_bucket(len(text), language, channel),
+        tuple(s for s in STYLES if s in traits),
+        available_slots(product, language),
+    )
+
+
+def training_example(product: Product, channel: Channel, text: str, traits: Sequence[str]) -> str:
+    """Shown copy as a ``slots-v1`` training sequence: its plan as the prompt, the text with the
+    product's facts put back into slots as the answer (so the model keeps writing slots)."""
+    copy = unfill(text, slot_values(product, product.language))
+    return training_text(plan_for(product, channel, text, traits), copy)
 
 
 def facts_block(product: Product) -> str:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from generator.errors import GeneratorError, NoVariantsError, SlotError
 from generator.guardrails import NEAR_DUPLICATE_THRESHOLD, Checker, CheckResult, similarity
 from generator.prompts import LENGTHS, STYLES, Length, Plan, available_slots
+from generator.slots import SLOTS, slot_values
 from generator.slots import fill as fill_slots
-from generator.slots import slot_values
 from generator.traits import detect_traits
 from streams.schemas import CHANNEL_LIMITS, Channel, Language, Product, Variant, VariantPool
 
@@ -122,7 +122,7 @@ def max_new_tokens(language: Language, channel: Channel, *, slot_format: bool) -
     return math.ceil(limit * per_char) + 8
 
 
-def _candidates(
+def sample_candidates(
     gen: CopyGenerator,
     product: Product,
     plans: list[Plan],
@@ -131,6 +131,7 @@ def _candidates(
     seed: int,
     config: SamplingConfig,
 ) -> list[Candidate]:
+    """One candidate per plan: sampled, slot-filled, cleaned, checked and traits detected."""
     plan0 = plans[0]
     prompts = [gen.prompt(product, p) for p in plans]
     completions = gen.complete(
@@ -141,10 +142,14 @@ def _candidates(
         seed=seed,
         temperature=config.temperature,
         top_p=config.top_p,
+        # a slot the product cannot fill would only be thrown away after sampling
+        suppress=[f"{{{s}}}" for s in SLOTS if s not in values],
     )
     out = []
+    # a plain-words model that wrote a whole line and went on has still answered (we keep line 1)
+    line_done = gen.prompt_format == "instruction"
     for plan, comp in zip(plans, completions, strict=True):
-        if not comp.finished:
+        if not comp.finished and not (line_done and "\n" in comp.text.strip()):
             out.append(Candidate(plan, comp.text, None, reason="unfinished"))
             continue
         try:
@@ -217,7 +222,7 @@ def generate(
         report_rounds = round_ + 1
         want = math.ceil(n * config.oversample) if round_ == 0 else 2 * (n - len(chosen)) + n
         plans = plan_candidates(product, channel, language, want, rng)
-        seen.extend(_candidates(gen, product, plans, checker, values, seed + round_, config))
+        seen.extend(sample_candidates(gen, product, plans, checker, values, seed + round_, config))
         chosen = select(seen, n, language)
         if len(chosen) >= n:
             break

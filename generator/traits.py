@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
 
 from streams.schemas import CHANNEL_LIMITS, TRAITS, Channel, Language
 
@@ -113,12 +112,3 @@ def _names_brand(norm: str, brand: str) -> bool:
     if b.isascii():  # a latin brand must stand as a word: `Ora` is not in `Aurora`
         return re.search(rf"(?<![a-z0-9]){re.escape(b)}(?![a-z0-9])", low) is not None
     return b in low
-
-
-def trait_counts(texts: Sequence[tuple[str, Sequence[str]]]) -> dict[str, int]:
-    """How many of the ``(text, traits)`` pairs carry each trait (for reports)."""
-    counts = dict.fromkeys(TRAITS, 0)
-    for _, traits in texts:
-        for t in traits:
-            counts[t] = counts.get(t, 0) + 1
-    return counts

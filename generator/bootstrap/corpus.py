@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from generator.bootstrap.phrases import ATTRIBUTES, FILLERS, HOOKS, MENTIONS, SLOT_LENGTHS, TAGS
-from generator.prompts import STYLES, Length, Plan, training_text
+from generator.prompts import STYLES, Length, Plan, length_bucket, training_text
 from generator.slots import OPTIONAL_SLOTS, SALE_SLOTS, SLOT_RE
 from streams.schemas import CHANNEL_LIMITS, CHANNELS, LANGUAGES, Channel, Language
 
@@ -38,15 +38,6 @@ def estimated_length(copy: str, language: Language) -> int:
     """Characters once the slots are filled with values of typical length."""
     lengths = SLOT_LENGTHS[language]
     return len(SLOT_RE.sub(lambda m: "x" * lengths.get(m.group(1), 4), copy))
-
-
-def bucket(length: int, language: Language, channel: Channel) -> Length:
-    limit = CHANNEL_LIMITS[channel][language]
-    if length < limit / 3:
-        return "short"
-    if length > 2 * limit / 3:
-        return "long"
-    return "mid"
 
 
 def _usable(phrases: tuple[str, ...], slots: frozenset[str]) -> list[str]:
@@ -145,7 +136,7 @@ def examples(n: int, *, seed: int) -> Iterator[Example]:
     for _ in range(n):
         plan, target = sample_plan(rng)
         copy = compose(rng, plan, target)
-        actual = bucket(estimated_length(copy, plan.language), plan.language, plan.channel)
+        actual = length_bucket(estimated_length(copy, plan.language), plan.language, plan.channel)
         yield Example(
             Plan(plan.language, plan.channel, actual, plan.styles, plan.slots),
             copy,

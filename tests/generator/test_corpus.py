@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from generator.bootstrap.corpus import bucket, compose, estimated_length, examples, sample_plan
+from generator.bootstrap.corpus import compose, estimated_length, examples, sample_plan
 from generator.bootstrap.phrases import ATTRIBUTES, FILLERS, HOOKS, MENTIONS
 from generator.guardrails import check
-from generator.prompts import STYLES, Plan
+from generator.prompts import STYLES, Plan, length_bucket
 from generator.slots import SLOT_RE, fill, slot_values
 from generator.traits import detect_traits
 from streams.schemas import CHANNEL_LIMITS, TRAITS, Product
@@ -120,7 +120,7 @@ def test_examples_are_reproducible_and_labelled_with_their_length() -> None:
     assert a == list(examples(200, seed=3))
     assert a != list(examples(200, seed=4))
     for e in a:
-        assert e.plan.length == bucket(
+        assert e.plan.length == length_bucket(
             estimated_length(e.copy, e.plan.language), e.plan.language, e.plan.channel
         )
         assert e.text().startswith("<s><lang:") and e.text().endswith("</s>")

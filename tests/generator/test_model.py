@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import pytest
 import torch
 
 from generator.errors import ModelLoadError
+from generator.guardrails import Checker
 from generator.model import CopyGenerator, model_version, pick_device, read_format
 from generator.prompts import Plan, available_slots, control_prompt
+from generator.sampling import SamplingConfig, plan_candidates, sample_candidates
+from generator.slots import slot_values
 from streams.schemas import Product
 
 SCARF = Product(
@@ -100,3 +104,17 @@ def test_generation_arguments_are_validated(tiny_slots_model: Path) -> None:
         gen.complete(["<s>"], max_new_tokens=1, seed=0, temperature=0)
     with pytest.raises(ValueError, match="`threads`"):
         CopyGenerator.from_path(tiny_slots_model, device="cpu", threads=0)
+
+
+def test_chat_model_candidates_go_through_the_same_checks(tiny_chat_model: Path) -> None:
+    gen = CopyGenerator.from_path(tiny_chat_model, device="cpu")
+    plans = plan_candidates(SCARF, "ad_headline", "zh", 6, random.Random(0))
+    checker = Checker(SCARF, "ad_headline")
+    cands = sample_candidates(gen, SCARF, plans, checker, slot_values(SCARF), 0, SamplingConfig())
+    assert [c.plan for c in cands] == plans
+    for c in cands:
+        if c.reason is not None:
+            assert c.reason in {"unfinished", "unknown_slot", "empty"} and c.result is None
+        else:
+            assert c.text and c.result is not None
+            assert c.result.passed == checker.check(c.text).passed

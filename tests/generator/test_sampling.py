@@ -10,7 +10,7 @@ import pytest
 
 from generator.guardrails import Checker, check
 from generator.model import CopyGenerator
-from generator.prompts import STYLES
+from generator.prompts import STYLES, control_prompt, plan_for, training_example
 from generator.sampling import (
     Candidate,
     SamplingConfig,
@@ -20,6 +20,7 @@ from generator.sampling import (
     select,
     variant_id,
 )
+from generator.slots import fill, slot_values
 from generator.traits import detect_traits
 from streams.schemas import CHANNEL_LIMITS, Product
 
@@ -130,3 +131,18 @@ def test_clean_and_config_validation() -> None:
         SamplingConfig(oversample=0.5)
     with pytest.raises(ValueError, match="`n`"):
         generate(None, PRODUCTS["scarf-zh"], "ad_headline", 0, seed=0)  # type: ignore[arg-type]
+
+
+def test_shown_copy_becomes_training_text_in_slot_form(bootstrap: CopyGenerator) -> None:
+    product = PRODUCTS["scarf-zh"]
+    pool = bootstrap.generate_pool(product, "ad_headline", 8, seed=0)
+    for v in pool.variants:
+        example = training_example(product, v.channel, v.text, v.traits)
+        plan = plan_for(product, v.channel, v.text, v.traits)
+        assert example.startswith(control_prompt(plan)) and example.endswith("</s>")
+        answer = example[len(control_prompt(plan)) : -len("</s>")]
+        assert fill(answer, slot_values(product)) == v.text  # nothing lost
+        assert product.brand not in answer and "¥159" not in answer  # facts became slots
+        assert set(plan.styles) <= set(v.traits)
+        ids = bootstrap.tokenizer(example, add_special_tokens=False).input_ids
+        assert bootstrap.tokenizer.unk_token_id not in ids
