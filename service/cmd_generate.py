@@ -80,8 +80,12 @@ def generate_cmd(
     ] = False,
 ) -> None:
     """Write a checked pool of copy variants: one JSON line per variant on stdout."""
+    from transformers.utils import logging as hf_logging
+
     from generator.model import CopyGenerator
     from generator.sampling import generate
+
+    hf_logging.disable_progress_bar()  # our own status line says what is loading
 
     prod = load_product(product)
     ch = _channel(channel)
@@ -110,6 +114,7 @@ def generate_cmd(
         f"({report.passed} passed the guardrails) in {report.seconds:.2f}s; "
         f"generator {report.pool.generator_version}",
         highlight=False,
+        soft_wrap=True,
     )
     if len(report.pool.variants) < n:
         console.print(f"[yellow]only {len(report.pool.variants)} of {n} variants passed[/]")
@@ -122,7 +127,9 @@ def generate_cmd(
             raise _fail(f"publishing the pool failed: {exc}") from exc
         finally:
             sink.close()
-        console.print(f"published pool v{pool_version} to {settings.topics.variants}")
+        console.print(
+            f"published pool v{pool_version} to {settings.topics.variants}", soft_wrap=True
+        )
 
 
 def check_cmd(
