@@ -90,9 +90,7 @@ class KafkaEventSink:
             raise ProduceError(f"cannot send to `{topic}`: {exc}") from exc
         future.add_errback(self._failed)
 
-    def deliver(
-        self, records: list[tuple[str, bytes | None, bytes]]
-    ) -> list[BaseException | None]:
+    def deliver(self, records: list[tuple[str, bytes | None, bytes]]) -> list[BaseException | None]:
         """Send ``(topic, key, value)`` records and wait until each one's outcome is known:
         ``None`` where the broker acknowledged it, the error where it did not. With a bounded
         ``delivery_timeout_ms`` a failed record is no longer retried by the client, so the
