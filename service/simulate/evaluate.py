@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bandit import ope
-from bandit.policy import Policy, normalise
+from bandit.policy import Policy
 from service.simulate.policies import Trace
 from service.simulate.world import FloatArray, Shoppers, World
 from streams.schemas import ActionFeatures, FeatureValue
@@ -103,8 +103,8 @@ def target_distribution(
     """The final policy's probability of each variant for every shopper (``(n, n_max)``)."""
     out = np.zeros((shoppers.n, world.n_max))
     for t in range(shoppers.n):
-        acts = world.actions[int(shoppers.product[t])]
-        out[t, : len(acts)] = normalise(policy.pmf(shoppers.contexts[t], acts))
+        acts = world.action_sets[int(shoppers.product[t])]
+        out[t, : len(acts)] = policy.pmf(shoppers.contexts[t], acts)
         if advance is not None and (t + 1) % 500 == 0:
             advance(500)
     return out

@@ -102,12 +102,16 @@ class GeneratorPools:
 
     @property
     def version(self) -> str:
-        """The model folder's name and a digest of its files: enough to key the cache, and
-        computed without importing torch (which costs more than a cached run itself)."""
+        """The model folder's name and a digest of its files and of the generator's code (a
+        change to sampling or the guardrails must not be served stale pools), computed without
+        importing torch, which costs more than a cached run itself."""
         if self._version is None:
             folder = self._folder()
+            code = Path(generator.__file__).resolve().parent
             h = hashlib.sha256()
-            for f in sorted(p for p in folder.iterdir() if p.is_file()):
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            files += sorted(code.rglob("*.py"))
+            for f in files:
                 h.update(f.name.encode())
                 h.update(f.read_bytes())
             self._version = f"{folder.name}-{h.hexdigest()[:10]}"

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bandit.features import action_features, encode_context
+from bandit.policy import ActionSet
 from generator.traits import detect_traits
 from service.simulate.errors import SimulationError
 from service.simulate.scenario import Scenario
@@ -43,6 +44,8 @@ class World:
     shown_traits: tuple[tuple[tuple[str, ...], ...], ...]
     #: per product: ``(variant_id, features)`` as the bandit scores them
     actions: tuple[tuple[tuple[str, ActionFeatures], ...], ...]
+    #: the same, prepared once per pool for scoring (as a ranker does)
+    action_sets: tuple[ActionSet, ...]
     sizes: IntArray
     prob: FloatArray
 
@@ -84,7 +87,8 @@ class World:
                 for k, ts in enumerate(traits):
                     z = base + sum(seg.trait_effects.get(t, 0.0) for t in ts)
                     prob[s, j, k] = 1.0 / (1.0 + math.exp(-z))
-        return cls(tuple(products), tuple(pools), tuple(shown), tuple(actions), sizes, prob)
+        sets = tuple(ActionSet(a) for a in actions)
+        return cls(tuple(products), tuple(pools), tuple(shown), tuple(actions), sets, sizes, prob)
 
     @property
     def n_max(self) -> int:
