@@ -5,7 +5,6 @@ The broker here is a dedicated one on a free port (never the shared development 
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -17,24 +16,14 @@ from streams.kafka_local import LocalKafka
 from streams.producer import KafkaEventSink
 from streams.schemas import Decision
 from streams.topics import TopicAdmin, Topics
+from tests.ports import free_broker_port
 from tests.service.api_helpers import make_pool, read_topic, settings_for, wait_ready
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:  # the launcher also takes port + 1 for its controller
-            if port < 65000 and s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise RuntimeError("no free port")
 
 
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_rank_answers_through_a_30s_outage_and_decisions_arrive_once(tmp_path: Path):
-    kafka = LocalKafka(home=tmp_path / "kafka", port=_free_port())
+    kafka = LocalKafka(home=tmp_path / "kafka", port=free_broker_port())
     bootstrap = kafka.up(timeout_s=180)
     topics = Topics(prefix="outage.")
     try:

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path):
@@ -50,7 +46,7 @@ def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path):
         "COPYLOOP_TOPIC_PREFIX": f"demo{uuid.uuid4().hex[:6]}.",
         "COLUMNS": "200",
     }
-    port = _free_port()
+    port = free_port()
     out = subprocess.run(
         [
             sys.executable,

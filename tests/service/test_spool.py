@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ from streams.kafka_local import LocalKafka
 from streams.producer import KafkaEventSink
 from streams.schemas import Feedback
 from streams.topics import TopicAdmin, Topics
+from tests.ports import free_broker_port
 
 
 class FlakySink:
@@ -99,21 +99,10 @@ def test_torn_last_line_is_dropped(tmp_path: Path):
     assert DiskSpool(tmp_path).pending == 1
 
 
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            if port < 65000 and s.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-    raise RuntimeError("no free port")
-
-
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_broker_stopped_30s_every_record_arrives_exactly_once(tmp_path: Path):
-    kafka = LocalKafka(home=tmp_path / "kafka", port=_free_port())
+    kafka = LocalKafka(home=tmp_path / "kafka", port=free_broker_port())
     bootstrap = kafka.up(timeout_s=180)
     topics = Topics(prefix="outage.")
     try:

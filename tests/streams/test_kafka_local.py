@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,19 +12,9 @@ import pytest
 
 from streams.errors import LocalKafkaError
 from streams.kafka_local import LocalKafka
+from tests.ports import free_broker_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port + 1)) != 0 and port < 65000:
-                return port
-    raise RuntimeError("no free port pair")
 
 
 def _brokers_using(props: Path) -> int:
@@ -54,7 +43,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_twice_leaves_one_broker_and_down_stops_it(tmp_path: Path):
-    port = _free_port_pair()
+    port = free_broker_port()
     env = os.environ | {
         "COPYLOOP_DATA_DIR": str(tmp_path),
         "COPYLOOP_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
