@@ -59,19 +59,25 @@ class Trace:
 
 
 def _trace(
-    world: World, shoppers: Shoppers, action: IntArray, expected: FloatArray, pscore: FloatArray
+    world: World,
+    shoppers: Shoppers,
+    action: IntArray,
+    expected: FloatArray,
+    pscore: FloatArray,
+    u: FloatArray | None = None,
 ) -> Trace:
     prob = world.prob[shoppers.segment, shoppers.product, action]
-    return Trace(action, shoppers.u < prob, prob, expected, pscore)
+    return Trace(action, (shoppers.u if u is None else u) < prob, prob, expected, pscore)
 
 
-def uniform(world: World, shoppers: Shoppers) -> Trace:
-    """A variant at random from the pool (pscore ``1/n``), drawn from the shopper's own ``v``."""
+def uniform(world: World, shoppers: Shoppers, u: FloatArray | None = None) -> Trace:
+    """A variant at random from the pool (pscore ``1/n``), drawn from the shopper's own ``v``;
+    clicks decided by ``u`` (default the common ``shoppers.u``)."""
     sizes = world.sizes[shoppers.product]
     action = np.minimum((shoppers.v * sizes).astype(np.int64), sizes - 1)
     rows = world.prob[shoppers.segment, shoppers.product]
     expected = np.nanmean(rows, axis=1)
-    return _trace(world, shoppers, action, expected, 1.0 / sizes)
+    return _trace(world, shoppers, action, expected, 1.0 / sizes, u)
 
 
 def best_fixed(world: World, shoppers: Shoppers, weights: list[float]) -> Trace:

@@ -30,12 +30,18 @@ def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
     click probability, dotted)."""
     n = next(iter(traces.values())).n
     window = max(50, n // 20)
-    x = np.arange(1, n + 1)
+    # the first decisions' trailing means rest on a handful of clicks (one click is CTR 1.0)
+    skip = min(window // 4, n // 10)
+    x = np.arange(1, n + 1)[skip:]
+    top = 0.0
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     for name, trace in traces.items():
         colour = _COLOURS.get(name)
-        ax.plot(x, rolling(trace.click, window), color=colour, lw=1.4, label=f"{name} (clicks)")
-        ax.plot(x, rolling(trace.expected, window), color=colour, lw=1.0, ls=":", label=None)
+        clicks = rolling(trace.click, window)[skip:]
+        ax.plot(x, clicks, color=colour, lw=1.4, label=f"{name} (clicks)")
+        ax.plot(x, rolling(trace.expected, window)[skip:], color=colour, lw=1.0, ls=":")
+        top = max(top, float(clicks.max(initial=0.0)))
+    ax.set_ylim(0, max(top * 1.15, 1e-3))
     ax.set_xlabel("decision")
     ax.set_ylabel(f"CTR, trailing {window} decisions")
     ax.set_title("CTR over decisions (dotted: true click probability of the policy)")

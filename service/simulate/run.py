@@ -85,6 +85,17 @@ class _Steps:
         return lambda n: progress.advance(task, n)
 
 
+def _bandit_note(config: PolicyConfig, bandit: BanditRun) -> str:
+    which = (
+        "the simulator's settings (service.simulate.policies.SIM_POLICY)"
+        if config == SIM_POLICY
+        else "the policy's defaults"
+        if config == PolicyConfig()
+        else "custom settings"
+    )
+    return f"bandit: {which}; learning delay: {bandit.learning.get('delay')}"
+
+
 def simulate(
     scenario: Scenario,
     out_dir: Path,
@@ -146,12 +157,23 @@ def simulate(
     off_policy = None
     if cfg.ope:
         mark = time.perf_counter()
+        # the uniform policy's log with its own click draws (see ``Shoppers.u_log``)
+        log = policies.uniform(world, shoppers, u=shoppers.u_log)
         off_policy = evaluate(
-            bandit.policy, world, shoppers, traces["uniform"], seed=scenario.seed,
+            bandit.policy, world, shoppers, log, seed=scenario.seed,
             advance=steps.task("off-policy evaluation", shoppers.n),
         )  # fmt: skip
         timings["ope_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - began
+    pool_info: dict[str, Any] = {
+        "products": len(products),
+        "variants": int(world.sizes.sum()),
+        "generator_version": sorted({p.generator_version for p in pools}),
+    }
+    sampled = int(getattr(source, "sampled", 0))
+    if sampled:  # zero when every pool came from the cache
+        pool_info["candidates_sampled"] = sampled
+        pool_info["guardrail_pass_rate"] = round(int(getattr(source, "passed", 0)) / sampled, 4)
     summary = build_summary(
         scenario,
         traces,
@@ -160,14 +182,11 @@ def simulate(
             "seed": scenario.seed,
             "transport": cfg.transport,
             "bandit": {"config": cfg.policy.to_dict(), **bandit.learning},
-            "pools": {
-                "products": len(products),
-                "variants": int(world.sizes.sum()),
-                "generator_version": sorted({p.generator_version for p in pools}),
-            },
+            "pools": pool_info,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         },
     )
+    summary["notes"].append(_bandit_note(cfg.policy, bandit))
     write_summary(summary, out_dir)
     plots = [plot_ctr(traces, out_dir / CTR_PLOT), plot_regret(traces, out_dir / REGRET_PLOT)]
     write_report(summary, world, plots, out_dir)

@@ -103,12 +103,16 @@ class World:
 @dataclass(frozen=True)
 class Shoppers:
     """``n`` arrivals: segment, product, the user as a request would carry it, its encoded
-    context, the click uniform ``u``, the uniform policy's own draw ``v``, event ids and times."""
+    context, the click uniform ``u``, the uniform policy's own draw ``v``, the click uniform of
+    the off-policy log ``u_log``, event ids and times."""
 
     segment: IntArray
     product: IntArray
     u: FloatArray
     v: FloatArray
+    #: the click uniforms of the uniform log that off-policy evaluation reads: independent of
+    #: ``u``, so the final bandit is never judged on the very click noise it learned from
+    u_log: FloatArray
     users: tuple[dict[str, object], ...]
     contexts: tuple[dict[str, FeatureValue], ...]
     event_ids: tuple[uuid.UUID, ...]
@@ -142,6 +146,7 @@ class Shoppers:
         who = rng.integers(0, population, size=n)
         u = rng.random(n)
         v = rng.random(n)
+        u_log = np.random.default_rng([seed, 1]).random(n)
         id_bits = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
         # a user's fixed traits come from their own stream, so they do not depend on arrival order
         people: dict[tuple[int, int], tuple[int | None, str]] = {}
@@ -182,6 +187,7 @@ class Shoppers:
             product.astype(np.int64),
             u,
             v,
+            u_log,
             tuple(users),
             tuple(contexts),
             tuple(event_ids),

@@ -264,6 +264,15 @@ def test_common_random_numbers(world: World, shoppers: Shoppers) -> None:
         assert np.all(traces["oracle"].prob >= traces[name].prob - 1e-12)
 
 
+def test_off_policy_log_has_its_own_click_draws(world: World, shoppers: Shoppers) -> None:
+    shared = policies.uniform(world, shoppers)
+    log = policies.uniform(world, shoppers, u=shoppers.u_log)
+    assert np.array_equal(log.action, shared.action)  # the same shoppers and variants shown
+    assert np.array_equal(log.click, shoppers.u_log < log.prob)
+    assert abs(np.corrcoef(shoppers.u, shoppers.u_log)[0, 1]) < 0.05
+    assert not np.array_equal(log.click, shared.click)
+
+
 def test_fixed_policies(world: World, shoppers: Shoppers) -> None:
     weights = _scenario().weights
     uni = policies.uniform(world, shoppers)

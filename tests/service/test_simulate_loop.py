@@ -9,12 +9,16 @@ digest), so only the first run pays for generation."""
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from service.cli import app
 from service.simulate.kafka_loop import KafkaOptions
 from service.simulate.pools import GeneratorPools
 from service.simulate.run import SimulationConfig, simulate
@@ -65,27 +69,26 @@ def test_unseen_random_scenario_meets_the_bars(tmp_path: Path, source: Generator
     _bars(result.summary)
 
 
+SMALL: dict[str, Any] = {
+    "name": "kafka-small",
+    "seed": 5,
+    "decisions": 600,
+    "products": 2,
+    "base_ctr": 0.2,
+    "pool_size": 4,
+    "segments": [
+        {"name": "a", "weight": 1, "user": {"age": [20, 24]}, "trait_effects": {"urgency": 1}},
+        {"name": "b", "weight": 1, "user": {"age": [50, 59]}, "trait_effects": {"quality": 1}},
+    ],
+}
+
+
 @pytest.mark.slow
 @pytest.mark.kafka
 def test_kafka_transport(
     tmp_path: Path, source: GeneratorPools, kafka_bootstrap: str, topics: Topics
 ) -> None:
-    young = {"age": [20, 24]}
-    old = {"age": [50, 59]}
-    scenario = parse_scenario(
-        {
-            "name": "kafka-small",
-            "seed": 5,
-            "decisions": 600,
-            "products": 2,
-            "base_ctr": 0.2,
-            "pool_size": 4,
-            "segments": [
-                {"name": "a", "weight": 1, "user": young, "trait_effects": {"urgency": 1}},
-                {"name": "b", "weight": 1, "user": old, "trait_effects": {"quality": 1}},
-            ],
-        }
-    )
+    scenario = parse_scenario(SMALL)
     options = KafkaOptions(
         bootstrap=kafka_bootstrap,
         topics=topics,
@@ -123,3 +126,25 @@ def test_kafka_transport(
     first = seen[str(result.shoppers.event_ids[0])]
     assert first.action == trace.action[0] and first.policy_version == "init"
     assert "u_age" in first.context and "segment" not in json.dumps(first.context)
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_cli_kafka_transport(
+    tmp_path: Path, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COPYLOOP_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("COPYLOOP_TOPIC_PREFIX", f"t{uuid.uuid4().hex[:10]}.")
+    monkeypatch.setenv("COPYLOOP_DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(SMALL), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["simulate", "--scenario", str(path), "--out", str(out), "--transport", "kafka"]
+    args += ["--decisions", "400", "--batch", "100", "--cache", str(CACHE)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    assert summary["transport"] == "kafka" and summary["decisions"] == 400
+    assert summary["bandit"]["learned"] > 0 and summary["bandit"]["swaps"] >= 1
+    assert summary["bandit"]["topic_prefix"].startswith(os.environ["COPYLOOP_TOPIC_PREFIX"])
+    assert (out / "report.html").exists() and (out / "learner").is_dir()
