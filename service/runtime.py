@@ -133,9 +133,11 @@ class Runtime:
             settings.kafka_bootstrap,
             client_id="copyloop-ranker",
             # bounded timeouts: a record's fate is known within seconds, so the publisher can
-            # spool it without risking a second copy (see service.spool)
-            delivery_timeout_ms=4000,
-            request_timeout_ms=2000,
+            # spool it (see service.spool). The request timeout is generous on purpose: a
+            # produce request that times out may still have been written by a slow broker (one
+            # just restarted, on a loaded machine), and spooling it again would duplicate it
+            delivery_timeout_ms=15000,
+            request_timeout_ms=10000,
             max_block_ms=1500,
             reconnect_backoff_max_ms=500,
         )

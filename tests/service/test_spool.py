@@ -109,8 +109,8 @@ def test_broker_stopped_30s_every_record_arrives_exactly_once(tmp_path: Path):
         TopicAdmin(bootstrap).ensure(topics, partitions=2)
         sink = KafkaEventSink(
             bootstrap,
-            delivery_timeout_ms=4000,
-            request_timeout_ms=2000,
+            delivery_timeout_ms=15000,
+            request_timeout_ms=10000,
             max_block_ms=1500,
             reconnect_backoff_max_ms=500,
         )
