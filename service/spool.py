@@ -157,6 +157,7 @@ class SpoolingPublisher:
         self._thread: threading.Thread | None = None
         self.stats = PublisherStats()
         self.broker_ok = True
+        self._inflight = 0  # records handed to ``deliver`` whose outcome is not known yet
 
     # -- request side ---------------------------------------------------------------------
     def publish(self, topic: str, key: str | None, event: Event) -> None:
@@ -176,7 +177,7 @@ class SpoolingPublisher:
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + self.spool.pending
+        return len(self._queue) + self._inflight + self.spool.pending
 
     # -- delivery thread ------------------------------------------------------------------
     def start(self) -> SpoolingPublisher:
@@ -189,6 +190,7 @@ class SpoolingPublisher:
             if not self._queue and not self._stopping:
                 self._cond.wait(timeout=0.05 if self.spool.pending else 0.2)
             n = min(len(self._queue), self._batch_max)
+            self._inflight = n  # counted as pending until delivered or spooled
             return [self._queue.popleft() for _ in range(n)]
 
     def _try(self, records: list[Record]) -> list[BaseException | None]:
@@ -205,8 +207,11 @@ class SpoolingPublisher:
                 if batch:
                     self.spool.append(batch)
                     self.stats.spooled += len(batch)
+                self._inflight = 0
                 now = time.monotonic()
-                if now - last_probe >= self._probe_every_s or self.broker_ok:
+                if self._stopping:
+                    pass  # closing: no more probes; the spool is delivered at the next start
+                elif now - last_probe >= self._probe_every_s or self.broker_ok:
                     last_probe = now
                     self._drain_spool()
             elif batch:
@@ -218,6 +223,7 @@ class SpoolingPublisher:
                     last_probe = time.monotonic()
                     self.spool.append(failed)
                     self.stats.spooled += len(failed)
+                self._inflight = 0
             with self._cond:
                 if self._stopping and not self._queue:
                     return
@@ -246,6 +252,9 @@ class SpoolingPublisher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            # a delivery round in flight ends within the sink's delivery timeout; its records
+            # must be counted or spooled before the spool closes, so wait for it
+            self._thread.join()
         with self._cond:
             if self._queue:  # the thread did not finish in time: keep the rest on disk
                 self.spool.append(list(self._queue))

@@ -127,5 +127,8 @@ class KafkaEventSink:
 
     def close(self, timeout_s: float = 10.0) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=timeout_s)
-            self._producer = None
+            producer, self._producer = self._producer, None
+            try:
+                producer.close(timeout=timeout_s)
+            except KafkaError as exc:
+                raise ProduceError(f"closing the producer for {self.bootstrap}: {exc}") from exc
