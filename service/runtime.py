@@ -143,7 +143,10 @@ class Runtime:
         )
         spool_dir, self._spool_lock = claim_spool_dir(settings.data_dir / "spool")
         self.publisher = SpoolingPublisher(
-            PacedDeliver(self.sink.deliver), spool_dir, probe_every_s=0.5
+            PacedDeliver(self.sink.deliver),
+            spool_dir,
+            probe_every_s=0.5,
+            round_timeout_s=self.sink.settle_timeout_s + 10.0,
         )
         deadletter = DeadLetterWriter(_PublisherSink(self.publisher), self.topics.deadletter)
         self._generator_uri: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ from pathlib import Path
 from streams.errors import StreamsError
 from streams.schemas import Event
 from streams.serde import encode
+
+log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes | None, bytes]
 Deliver = Callable[[list[Record]], list[BaseException | None]]
@@ -143,6 +146,7 @@ class SpoolingPublisher:
         batch_max: int = 1000,
         probe_every_s: float = 1.0,
         max_queue: int = 200_000,
+        round_timeout_s: float = 120.0,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"`batch_max` must be >= 1, got {batch_max}")
@@ -151,6 +155,7 @@ class SpoolingPublisher:
         self._batch_max = batch_max
         self._probe_every_s = probe_every_s
         self._max_queue = max_queue
+        self._round_timeout_s = round_timeout_s
         self._queue: collections.deque[Record] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -252,9 +257,19 @@ class SpoolingPublisher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
-            # a delivery round in flight ends within the sink's delivery timeout; its records
-            # must be counted or spooled before the spool closes, so wait for it
-            self._thread.join()
+            # a delivery round in flight ends within the sink's settle timeout; its records
+            # must be counted or spooled before the spool closes, so wait for it (bounded: a
+            # round that never ends must not hang the process; its records are then neither
+            # marked delivered nor lost, as the spool and queue stay as they are)
+            self._thread.join(self._round_timeout_s)
+            if self._thread.is_alive():
+                log.error(
+                    "the publisher's delivery round did not end within %.0f s; "
+                    "closing without it (%d record(s) pending)",
+                    self._round_timeout_s,
+                    self.pending,
+                )
+                return
         with self._cond:
             if self._queue:  # the thread did not finish in time: keep the rest on disk
                 self.spool.append(list(self._queue))

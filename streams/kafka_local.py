@@ -197,7 +197,8 @@ class LocalKafka:
             return
         step(f"formatting KRaft storage in {self._log_dirs}")
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [java, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id]
+        # one argument with '=': an id may start with '-', which would read as an option
+        cmd = [java, "-cp", cp, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
         cmd += ["-c", str(self._props), "--ignore-formatted"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:

@@ -4,12 +4,13 @@ uses :class:`KafkaEventSink` against a real broker."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from streams.errors import BrokerUnavailable, ProduceError, StreamsError
 from streams.schemas import Event
@@ -66,6 +67,13 @@ class KafkaEventSink:
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
+        # the longest a healthy client can take to settle a record: its delivery timeout plus
+        # one request timeout (kafka-python's defaults when not given), and a margin
+        self.settle_timeout_s = (
+            float(self._config.get("delivery_timeout_ms", 120_000))
+            + float(self._config.get("request_timeout_ms", 30_000))
+        ) / 1000.0 + 5.0
+        self.abandoned = 0  # producers given up on because they stopped settling records
 
     def _client(self) -> KafkaProducer:
         if self._producer is None:
@@ -104,18 +112,48 @@ class KafkaEventSink:
                 outcomes[i] = exc
         if futures:
             try:
-                self._client().flush()
+                self._client().flush(timeout=self.settle_timeout_s)
+            except KafkaTimeoutError:
+                self._abandon()  # fails the records it still holds, so each outcome is known
             except KafkaError as exc:
                 raise ProduceError(f"flush to {self.bootstrap} failed: {exc}") from exc
         for i, future in futures:
-            if not future.succeeded():
+            if not future.is_done:
+                outcomes[i] = ProduceError("the producer stopped settling records; abandoned")
+            elif not future.succeeded():
                 outcomes[i] = future.exception or ProduceError("not acknowledged")
         return outcomes
 
+    def _abandon(self) -> None:
+        """Drop a producer that no longer settles records, failing everything it holds.
+
+        kafka-python 3.0's idempotent producer can lose its producer id when the broker
+        restarts and then neither sends nor expires its batches, so a flush never returns. Its
+        sender is closed forcibly (which fails the pending futures) and the next send creates a
+        fresh producer with a new producer id."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        self.abandoned += 1
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(10.0)
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=0)
+
     def flush(self, timeout_s: float | None = None) -> None:
+        """Wait for every record sent so far; raise :class:`ProduceError` for any not delivered.
+
+        Without ``timeout_s`` the wait is bounded by :attr:`settle_timeout_s`; a producer that
+        has not settled its records by then is abandoned and the flush fails."""
         producer = self._client()
         try:
-            producer.flush(timeout=timeout_s)
+            producer.flush(timeout=self.settle_timeout_s if timeout_s is None else timeout_s)
+        except KafkaTimeoutError as exc:
+            if timeout_s is None:
+                self._abandon()
+            raise ProduceError(f"flush to {self.bootstrap} timed out: {exc}") from exc
         except KafkaError as exc:
             raise ProduceError(f"flush to {self.bootstrap} failed: {exc}") from exc
         with self._lock:
@@ -131,4 +169,6 @@ class KafkaEventSink:
             try:
                 producer.close(timeout=timeout_s)
             except KafkaError as exc:
+                self._producer = producer
+                self._abandon()  # close() gives up without stopping the sender when it times out
                 raise ProduceError(f"closing the producer for {self.bootstrap}: {exc}") from exc

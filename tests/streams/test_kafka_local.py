@@ -84,3 +84,20 @@ def test_cli_reports_a_bad_bootstrap_without_a_traceback(tmp_path: Path):
     assert out.returncode == 2
     assert "loopback" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_storage_formats_when_the_cluster_id_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # urlsafe base64 of a first byte 0xF8 starts with '-', which the storage tool's argument
+    # parser once read as an option (one start in 64 failed)
+    import uuid
+
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(bytes=b"\xf8" + b"\x00" * 15))
+    kafka = LocalKafka(home=tmp_path / "kafka", port=free_broker_port())
+    kafka.home.mkdir(parents=True)
+    cp = kafka._classpath(kafka.resolve_jars())
+    kafka._write_config()
+    kafka._format(kafka._java(), cp, lambda _: None)
+    meta = (kafka._log_dirs / "meta.properties").read_text()
+    assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in meta

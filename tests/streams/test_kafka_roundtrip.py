@@ -146,3 +146,23 @@ def test_assign_seeks_to_given_offsets(kafka_bootstrap: str, topics: Topics):
     consumer.close()
     sink.close()
     assert [r.event.feedback_id for r in got] == ["f3", "f4"]
+
+
+def test_a_producer_that_stops_settling_is_abandoned_and_replaced(
+    kafka_bootstrap: str, topics: Topics
+):
+    # kafka-python's idempotent producer can stall for good after a broker restart; a flush
+    # that passes the settle timeout gives the producer up, failing what it held, and the
+    # next delivery uses a fresh producer. A zero settle timeout forces that path here.
+    TopicAdmin(kafka_bootstrap).ensure(topics, partitions=1)
+    sink = KafkaEventSink(kafka_bootstrap)
+    assert sink.settle_timeout_s == pytest.approx(120 + 30 + 5)
+    feedback = next(e for e in sample_events() if isinstance(e, Feedback))
+    record = (topics.feedback, b"k", feedback.model_dump_json().encode())
+    sink.settle_timeout_s = 0.0
+    outcomes = sink.deliver([record] * 20)
+    assert sink.abandoned == 1
+    assert any(o is not None for o in outcomes)  # failed, not left unknown
+    sink.settle_timeout_s = 30.0
+    assert sink.deliver([record] * 5) == [None] * 5
+    sink.close()
