@@ -13,7 +13,6 @@ on their own (the simulator calls ``detect_traits`` on every text it shows).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -26,6 +25,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import write_result  # this folder: the script's own
 
 from generator.guardrails import Checker
 from generator.model import CopyGenerator
@@ -154,9 +155,7 @@ def main() -> None:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

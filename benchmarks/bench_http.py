@@ -36,6 +36,8 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import write_result  # this folder: the script's own
+
 from streams.producer import KafkaEventSink
 from streams.schemas import TRAITS, Variant, VariantPool
 from streams.topics import TopicAdmin, Topics
@@ -307,9 +309,7 @@ def main() -> None:
         ),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 def _metric(text: str, name: str) -> float | None:

@@ -13,7 +13,6 @@ under a fresh prefix, so nothing else on the broker is read or disturbed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -28,6 +27,8 @@ import vowpalwabbit
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import write_result  # this folder: the script's own
 
 from bandit.features import action_features, encode_context
 from bandit.learner import Learner, LearnerConfig
@@ -196,9 +197,7 @@ def main() -> None:
         "checkpoints": learner.stats.checkpoints,
         "python": platform.python_version(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

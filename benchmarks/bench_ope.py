@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,8 @@ import numpy as np
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import write_result  # this folder: the script's own
 
 from bandit import ope
 from service.replay import ReplayConfig, evaluate
@@ -197,9 +198,7 @@ def main() -> None:
         result["estimators_meet_target"] = all(
             estimators[name]["ratio"] >= 1.0 for name in ("ips", "snips", "dr")
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ against raw ``Workspace.predict`` on pre-built strings, measured in the same run
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import sys
@@ -20,6 +19,8 @@ import vowpalwabbit
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import write_result  # this folder: the script's own
 
 from bandit.features import action_features, encode_context
 from bandit.policy import ActionSet, Policy, PolicyConfig
@@ -127,9 +128,7 @@ def main() -> None:
         "target_ratio": 0.7,
         "python": platform.python_version(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import vowpalwabbit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import write_result  # this folder: the script's own
+
 from bandit.vw import action_line, example_text, shared_line, vw_arguments
 from service.simulate.pools import GeneratorPools
 from service.simulate.run import SimulationConfig, SimulationResult, simulate
@@ -131,9 +133,7 @@ def main() -> None:
     if sweep:
         out["sweep"] = sweep
         out["sweep_meets_bars"] = f"{sum(s['meets_bars'] for s in sweep)}/{len(sweep)}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: v for k, v in out.items() if k != "sweep"}, indent=2))
+    write_result(args.out, out, shown={k: v for k, v in out.items() if k != "sweep"})
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class SpoolingPublisher:
         self._queue: collections.deque[Record] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._spill = False  # closing and out of time: take no more batches, queue goes to disk
         self._thread: threading.Thread | None = None
         self.stats = PublisherStats()
         self.broker_ok = True
@@ -194,6 +195,8 @@ class SpoolingPublisher:
         with self._cond:
             if not self._queue and not self._stopping:
                 self._cond.wait(timeout=0.05 if self.spool.pending else 0.2)
+            if self._spill:
+                return []
             n = min(len(self._queue), self._batch_max)
             self._inflight = n  # counted as pending until delivered or spooled
             return [self._queue.popleft() for _ in range(n)]
@@ -230,7 +233,7 @@ class SpoolingPublisher:
                     self.stats.spooled += len(failed)
                 self._inflight = 0
             with self._cond:
-                if self._stopping and not self._queue:
+                if self._stopping and (self._spill or not self._queue):
                     return
 
     def _drain_spool(self) -> None:
@@ -257,11 +260,14 @@ class SpoolingPublisher:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
-            # a delivery round in flight ends within the sink's settle timeout; its records
-            # must be counted or spooled before the spool closes, so wait for it (bounded: a
-            # round that never ends must not hang the process; its records are then neither
-            # marked delivered nor lost, as the spool and queue stay as they are)
-            self._thread.join(self._round_timeout_s)
+            if self._thread.is_alive():  # out of time: the rest of the queue goes to disk
+                with self._cond:
+                    self._spill = True
+                # a delivery round in flight ends within the sink's settle timeout; its records
+                # must be counted or spooled before the spool closes, so wait for it (bounded:
+                # a round that never ends must not hang the process; its records are then
+                # neither marked delivered nor lost, as the spool and queue stay as they are)
+                self._thread.join(self._round_timeout_s)
             if self._thread.is_alive():
                 log.error(
                     "the publisher's delivery round did not end within %.0f s; "

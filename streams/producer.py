@@ -164,11 +164,11 @@ class KafkaEventSink:
             ]
 
     def close(self, timeout_s: float = 10.0) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            try:
-                producer.close(timeout=timeout_s)
-            except KafkaError as exc:
-                self._producer = producer
-                self._abandon()  # close() gives up without stopping the sender when it times out
-                raise ProduceError(f"closing the producer for {self.bootstrap}: {exc}") from exc
+        if self._producer is None:
+            return
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as exc:
+            self._abandon()  # close() gives up without stopping the sender when it times out
+            raise ProduceError(f"closing the producer for {self.bootstrap}: {exc}") from exc
+        self._producer = None

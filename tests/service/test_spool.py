@@ -59,6 +59,28 @@ def test_outage_spools_then_delivers_in_order_exactly_once(tmp_path: Path):
     assert got == [e.feedback_id for e in events]
 
 
+def test_close_out_of_time_spools_the_queue_and_the_next_start_delivers_it(tmp_path: Path):
+    sink = FlakySink()
+
+    def slow(records):
+        time.sleep(0.2)  # a slow broker: one record per round
+        return sink.deliver(records)
+
+    pub = SpoolingPublisher(slow, tmp_path, batch_max=1).start()
+    for i in range(40):
+        pub.publish("t", None, fb(i))
+    pub.close(timeout_s=0.3)  # far less than 40 rounds: the rest must go to disk, not be lost
+    spooled = DiskSpool(tmp_path).pending
+    assert spooled > 0
+    assert len(sink.acked) + spooled == 40
+    again = SpoolingPublisher(sink.deliver, tmp_path, probe_every_s=0.01).start()
+    assert again.flush(10)
+    again.close()
+    assert [Feedback.model_validate_json(v).feedback_id for v in sink.acked] == [
+        f"f{i}" for i in range(40)
+    ]
+
+
 def test_spool_survives_a_restart_and_delivers_once(tmp_path: Path):
     sink = FlakySink()
     sink.down = True
