@@ -25,6 +25,7 @@ from streams.schemas import CHANNELS, ActionFeatures, Channel, Decision, Feature
 Exploration = Literal["squarecb", "epsilon", "bag", "cover", "softmax"]
 EXPLORATIONS: tuple[str, ...] = ("squarecb", "epsilon", "bag", "cover", "softmax")
 CB_TYPES: tuple[str, ...] = ("mtr", "ips", "dr")
+LOSSES: tuple[str, ...] = ("squared", "logistic")
 
 _MAGIC = b"COPYLOOP-POLICY\x01"
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # streams.schemas.Identifier
@@ -61,6 +62,9 @@ class PolicyConfig:
     cb_type: Literal["mtr", "ips", "dr"] = "mtr"
     #: also learn a weight per variant id (beyond its traits); new ids start at zero
     variant_id_feature: bool = True
+    #: ``squared``: regress the reward itself; ``logistic``: the log-odds that a shown variant
+    #: earns any reward (a click or more), its size not used (``bandit.vw.cost``)
+    loss: Literal["squared", "logistic"] = "squared"
 
     def __post_init__(self) -> None:
         _check(
@@ -95,6 +99,7 @@ class PolicyConfig:
             isinstance(self.bits, int) and 10 <= self.bits <= 30, "bits", "in [10, 30]", self.bits
         )
         _check(self.cb_type in CB_TYPES, "cb_type", f"one of {CB_TYPES}", self.cb_type)
+        _check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -312,7 +317,7 @@ class Policy:
                 raise FeatureError("reward", f"must be finite, got {reward!r}")
             lines = self._logged_lines(decision)
             label = (decision.action, reward, decision.pscore)
-            yield example_text(shared_line(decision.context), lines, label)
+            yield example_text(shared_line(decision.context), lines, label, self.config.loss)
 
     def _logged_lines(self, decision: Decision) -> Sequence[str]:
         """The action lines of a logged decision; decisions of one pool share them."""

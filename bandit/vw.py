@@ -95,17 +95,30 @@ def action_line(features: ActionFeatures, variant_id: str | None = None) -> str:
     return f"|{ACTION_NS} {' '.join(parts)}"
 
 
+def cost(reward: float, loss: str = "squared") -> float:
+    """VW's cost (lower is better) for ``reward``: ``-reward`` under squared loss; under logistic
+    loss the label of a success (any positive reward) is -1 and of a failure +1, so the model
+    learns the log-odds of a shown variant earning nothing."""
+    if loss == "logistic":
+        return -1.0 if reward > 0 else 1.0
+    return -reward
+
+
 def example_text(
-    shared: str, actions: Sequence[str], label: tuple[int, float, float] | None = None
+    shared: str,
+    actions: Sequence[str],
+    label: tuple[int, float, float] | None = None,
+    loss: str = "squared",
 ) -> str:
     """One multi-line example; ``label`` is ``(chosen, reward, pscore)``, turned into VW's
-    ``0:cost:probability`` on the chosen action with cost = -reward."""
+    ``0:cost:probability`` on the chosen action with :func:`cost`."""
     if label is None:
         return shared + "\n" + "\n".join(actions)
     chosen, reward, pscore = label
+    c = cost(reward, loss)
     lines = [shared]
     for i, line in enumerate(actions):
-        lines.append(f"0:{-reward:.6g}:{pscore:.6g} {line}" if i == chosen else line)
+        lines.append(f"0:{c:.6g}:{pscore:.6g} {line}" if i == chosen else line)
     return "\n".join(lines)
 
 
@@ -132,6 +145,8 @@ def vw_arguments(config: PolicyConfig, seed: int) -> list[str]:
     args += ["--bit_precision", str(config.bits), "--random_seed", str(seed)]
     if config.l2 > 0:
         args += ["--l2", str(config.l2)]
+    if config.loss == "logistic":
+        args += ["--loss_function", "logistic"]
     return args
 
 

@@ -105,7 +105,8 @@ def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp
             lines = [
                 action_line(f, vid) for vid, f in zip(d.actions, d.action_features, strict=True)
             ]
-            fh.write(example_text(shared_line(d.context), lines, (d.action, r, d.pscore)) + "\n\n")
+            label = (d.action, r, d.pscore)
+            fh.write(example_text(shared_line(d.context), lines, label, config.loss) + "\n\n")
     t0 = time.perf_counter()
     ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(config, 0), "--data", str(path)])
     ws.finish()

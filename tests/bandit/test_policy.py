@@ -120,6 +120,18 @@ def test_best_variant_depends_on_the_shopper() -> None:
         assert sum(p[k] for p in probs) / len(probs) > 0.6  # chance is 0.25
 
 
+def test_logistic_loss_learns_each_segments_best_variant() -> None:
+    # click rewards as a logistic regression: the same tastes found as with squared loss
+    policy = Policy(PolicyConfig(loss="logistic", learning_rate=2.0), seed=2)
+    _train(policy, 1500)
+    for segment, best in synth.BEST.items():
+        k = synth.ACTIONS.ids.index(best)
+        probs = _segment_probs(policy, segment)
+        assert sum(max(range(4), key=p.__getitem__) == k for p in probs) >= 0.9 * len(probs)
+    restored = Policy.from_bytes(policy.to_bytes())
+    assert restored.config.loss == "logistic"
+
+
 def test_without_interactions_context_cannot_matter() -> None:
     policy = Policy(PolicyConfig(interactions=()), seed=2)
     _train(policy, 400)
@@ -211,6 +223,7 @@ def test_every_exploration_chooses_and_learns(exploration: str) -> None:
         ({"power_t": 2}, "power_t"),
         ({"bits": 40}, "bits"),
         ({"cb_type": "sm"}, "cb_type"),
+        ({"loss": "hinge"}, "loss"),
     ],
 )
 def test_invalid_config_names_the_parameter(kwargs: dict, name: str) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from bandit.errors import ModelError
 from bandit.policy import PolicyConfig
-from bandit.vw import VWModel, action_line, example_text, shared_line, vw_arguments
+from bandit.vw import VWModel, action_line, cost, example_text, shared_line, vw_arguments
 from streams.schemas import ActionFeatures
 
 
@@ -34,6 +34,16 @@ def test_action_line_and_label_sign_flip() -> None:
     lines = text.split("\n")
     assert lines[1] == a
     assert lines[2] == f"0:-2:0.25 {a}"  # VW minimises cost: reward 2 is cost -2
+
+
+def test_logistic_labels_success_and_failure() -> None:
+    assert [cost(r, "logistic") for r in (0.0, 1.0, 3.5, -1.0)] == [1.0, -1.0, -1.0, 1.0]
+    assert cost(2.0) == -2.0
+    text = example_text("shared |U |C", ["|A t=x", "|A t=y"], (0, 0.0, 0.5), "logistic")
+    assert text.split("\n")[1] == "0:1:0.5 |A t=x"  # no reward: the failure label +1
+    args = vw_arguments(PolicyConfig(loss="logistic"), 0)
+    assert args[args.index("--loss_function") + 1] == "logistic"
+    assert "--loss_function" not in vw_arguments(PolicyConfig(), 0)
 
 
 @pytest.mark.parametrize("exploration", ["squarecb", "epsilon", "bag", "cover", "softmax"])

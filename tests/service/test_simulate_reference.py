@@ -1,0 +1,74 @@
+"""The informed reference learner of the simulator's sweeps: its logistic fit recovers known
+effects, its trait columns are the shown texts', and on a small two-segment world it learns the
+segments' opposite tastes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from service.simulate import policies
+from service.simulate.catalog import make_catalog
+from service.simulate.errors import SimulationError
+from service.simulate.reference import ReferenceConfig, fit_logistic, run_reference, trait_matrix
+from service.simulate.world import Shoppers, World
+from streams.schemas import TRAITS
+from tests.service.test_simulate import _pools, _scenario
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    products = make_catalog(2, "zh", 3)
+    return World.build(_scenario(), products, _pools(products))
+
+
+@pytest.fixture(scope="module")
+def shoppers(world: World) -> Shoppers:
+    return Shoppers.draw(
+        _scenario(), world, hash_key=b"k", start=datetime(2026, 1, 8, tzinfo=UTC),
+        step_s=1.0, population=50, seed=3,
+    )  # fmt: skip
+
+
+def test_fit_recovers_known_effects() -> None:
+    rng = np.random.default_rng(0)
+    x = np.column_stack([np.ones(40_000), rng.integers(0, 2, size=(40_000, 2))]).astype(float)
+    true = np.array([-2.5, 1.0, -0.7])
+    y = (rng.random(40_000) < 1 / (1 + np.exp(-(x @ true)))).astype(float)
+    mean, cov = fit_logistic(x, y, np.array([0.01, 1.0, 1.0]), np.zeros(3))
+    assert np.allclose(mean, true, atol=0.1)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+    assert np.all(np.abs(mean - true) < 4 * np.sqrt(np.diag(cov)))
+
+
+def test_trait_columns_are_the_shown_traits(world: World) -> None:
+    feats = trait_matrix(world)
+    assert [f.shape for f in feats] == [(int(n), len(TRAITS) + 1) for n in world.sizes]
+    for x, shown in zip(feats, world.shown_traits, strict=True):
+        assert np.all(x[:, 0] == 1)
+        for row, traits in zip(x, shown, strict=True):
+            assert {TRAITS[i - 1] for i in np.flatnonzero(row[1:]) + 1} == set(traits)
+
+
+def test_reference_learns_each_segments_taste(world: World, shoppers: Shoppers) -> None:
+    tr = run_reference(world, shoppers, seed=1)
+    rows = world.prob[shoppers.segment, shoppers.product]
+    assert np.allclose(tr.prob, rows[np.arange(shoppers.n), tr.action])
+    assert np.array_equal(tr.click, shoppers.u < tr.prob)
+    half = shoppers.n // 2
+    uni = policies.uniform(world, shoppers).expected[half:].mean()
+    orc = policies.oracle(world, shoppers).expected[half:].mean()
+    assert tr.expected[half:].mean() > uni + 0.8 * (orc - uni)
+    again = run_reference(world, shoppers, seed=1)
+    assert np.array_equal(again.action, tr.action)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"refit_every": 0}, "refit_every"), ({"prior_precision": 0.0}, "prior_precision")],
+)
+def test_bad_reference_settings_name_the_field(changes: dict[str, float], field: str) -> None:
+    with pytest.raises(SimulationError, match=field):
+        ReferenceConfig(**changes)  # type: ignore[arg-type]
