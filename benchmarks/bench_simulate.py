@@ -35,6 +35,7 @@ from bandit.vw import action_line, example_text, shared_line, vw_arguments
 from service.simulate.policies import oracle
 from service.simulate.pools import GeneratorPools
 from service.simulate.reference import run_reference
+from service.simulate.report import plot_sweep
 from service.simulate.run import SimulationConfig, SimulationResult, simulate
 from service.simulate.scenario import Scenario, load_scenario, random_scenario
 
@@ -161,6 +162,8 @@ def main() -> None:
         out["sweep_meets_bars_where_attainable"] = (
             f"{sum(s['meets_bars'] for s in reachable)}/{len(reachable)}"
         )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out["sweep_plot"] = str(plot_sweep(sweep, args.out.with_suffix(".sweep.png")))
     write_result(args.out, out, shown={k: v for k, v in out.items() if k != "sweep"})
 
 

@@ -74,6 +74,39 @@ def plot_regret(traces: Mapping[str, Trace], path: Path) -> Path:
     return path
 
 
+def plot_sweep(rows: Sequence[Mapping[str, Any]], path: Path, bar: float = 0.9) -> Path:
+    """One point per random scenario: the bandit's last-half CTR against the oracle's (y) beside
+    the informed reference learner's (x). Points left of the vertical line are worlds where even
+    the reference misses the bar; below the horizontal line, the bandit misses it."""
+    x = np.array([float(r["reference_vs_oracle_last_half"]) for r in rows])
+    y = np.array([float(r["bandit_vs_oracle_last_half"]) for r in rows])
+    met = np.array([bool(r["meets_bars"]) for r in rows], dtype=bool)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    lo = float(min(x.min(initial=bar), y.min(initial=bar))) - 0.02
+    hi = float(max(x.max(initial=1.0), y.max(initial=1.0))) + 0.02
+    ax.plot([lo, hi], [lo, hi], color="#9e9e9e", lw=0.8, ls="--", label="bandit = reference")
+    ax.axhline(bar, color="#c62828", lw=0.8)
+    ax.axvline(bar, color="#c62828", lw=0.8, ls=":")
+    ax.scatter(x[met], y[met], color=_COLOURS["bandit"], s=22, label="bandit meets every bar")
+    ax.scatter(x[~met], y[~met], color="#c62828", marker="x", s=30, label="bandit misses a bar")
+    for r, xi, yi in zip(rows, x, y, strict=True):
+        if not r["meets_bars"]:
+            ax.annotate(
+                str(r["seed"]), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("informed reference (segment known), CTR / oracle, last half")
+    ax.set_ylabel("bandit CTR / oracle, last half")
+    ax.set_title(f"{len(rows)} random scenarios")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'

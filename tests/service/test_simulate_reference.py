@@ -5,6 +5,7 @@ segments' opposite tastes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from service.simulate import policies
 from service.simulate.catalog import make_catalog
 from service.simulate.errors import SimulationError
 from service.simulate.reference import ReferenceConfig, fit_logistic, run_reference, trait_matrix
+from service.simulate.report import plot_sweep
 from service.simulate.world import Shoppers, World
 from streams.schemas import TRAITS
 from tests.service.test_simulate import _pools, _scenario
@@ -72,3 +74,14 @@ def test_reference_learns_each_segments_taste(world: World, shoppers: Shoppers) 
 def test_bad_reference_settings_name_the_field(changes: dict[str, float], field: str) -> None:
     with pytest.raises(SimulationError, match=field):
         ReferenceConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_sweep_plot_is_written(tmp_path: Path) -> None:
+    rows = [
+        {"seed": 1, "reference_vs_oracle_last_half": 0.95, "bandit_vs_oracle_last_half": 0.93,
+         "meets_bars": True},
+        {"seed": 2, "reference_vs_oracle_last_half": 0.85, "bandit_vs_oracle_last_half": 0.82,
+         "meets_bars": False},
+    ]  # fmt: skip
+    path = plot_sweep(rows, tmp_path / "sweep.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
