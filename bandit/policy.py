@@ -49,6 +49,8 @@ class PolicyConfig:
     gamma_scale: float = 10.0
     gamma_exponent: float = 0.5
     bag_size: int = 5
+    #: bag: the first member learns every example (the others a bootstrap share of them)
+    greedify: bool = False
     cover_size: int = 5
     psi: float = 1.0
     softmax_lambda: float = 10.0

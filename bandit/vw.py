@@ -134,7 +134,13 @@ def vw_arguments(config: PolicyConfig, seed: int) -> list[str]:
             str(config.gamma_exponent),
         ],
         "epsilon": ["--epsilon", str(config.epsilon)],
-        "bag": ["--bag", str(config.bag_size), "--epsilon", str(config.epsilon)],
+        "bag": [
+            "--bag",
+            str(config.bag_size),
+            "--epsilon",
+            str(config.epsilon),
+            *(["--greedify"] if config.greedify else []),
+        ],
         "cover": ["--cover", str(config.cover_size), "--psi", str(config.psi)],
         "softmax": ["--softmax", "--lambda", str(config.softmax_lambda)],
     }
@@ -161,7 +167,7 @@ class VWModel:
             if model is None:
                 self._ws = vowpalwabbit.Workspace(arg_list=self.args)
             else:
-                self._ws = _load(model)
+                self._ws = _load(model, _not_kept(self.args))
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"VW refused arguments {self.args}: {exc}") from exc
 
@@ -208,15 +214,28 @@ class VWModel:
             self._ws.finish()
 
 
-def _load(model: bytes) -> vowpalwabbit.Workspace:
+#: options a VW model file does not keep: given again when a model is loaded
+_NOT_KEPT = ("--loss_function",)
+
+
+def _not_kept(args: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(args[:-1]):
+        if arg in _NOT_KEPT:
+            out += [arg, args[i + 1]]
+    return out
+
+
+def _load(model: bytes, extra: Sequence[str] = ()) -> vowpalwabbit.Workspace:
     if not model:
         raise ModelError("empty VW model bytes")
     fd, name = tempfile.mkstemp(prefix="copyloop-vw-", suffix=".model")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(model)
-        # the model file keeps the reductions, learning rate, power_t and seed (checked in
-        # tests: a reloaded model continues learning exactly as the original would)
-        return vowpalwabbit.Workspace(arg_list=["--quiet", "--initial_regressor", name])
+        # the model file keeps the reductions, learning rate, power_t and seed, not the loss
+        # function (checked in tests: a reloaded model continues learning exactly as the
+        # original would)
+        return vowpalwabbit.Workspace(arg_list=["--quiet", "--initial_regressor", name, *extra])
     finally:
         Path(name).unlink(missing_ok=True)

@@ -68,7 +68,7 @@ def fit_logistic(
     prior = np.diag(precision)
     hessian = prior
     for _ in range(_NEWTON_STEPS):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ w)))  # the logistic function, without overflow
         grad = x.T @ (p - y) + precision * w
         hessian = (x * (p * (1.0 - p))[:, None]).T @ x + prior
         step = np.linalg.solve(hessian, grad)

@@ -174,8 +174,16 @@ def _segment_probs_for(policy: Policy, actions: ActionSet, segment: str) -> list
     raise AssertionError("no shopper of the segment")
 
 
-def test_bytes_round_trip_keeps_version_count_and_learning() -> None:
-    policy = Policy(seed=4)
+@pytest.mark.parametrize(
+    "config",
+    [
+        PolicyConfig(),
+        # the loss function is not kept in VW's model file: given again on load
+        PolicyConfig(exploration="bag", greedify=True, loss="logistic", learning_rate=2.0),
+    ],
+)
+def test_bytes_round_trip_keeps_version_count_and_learning(config: PolicyConfig) -> None:
+    policy = Policy(config, seed=4)
     _train(policy, 200)
     policy.version = "abc-000001"
     restored = Policy.from_bytes(policy.to_bytes())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bandit.errors import ModelError
@@ -44,6 +46,34 @@ def test_logistic_labels_success_and_failure() -> None:
     args = vw_arguments(PolicyConfig(loss="logistic"), 0)
     assert args[args.index("--loss_function") + 1] == "logistic"
     assert "--loss_function" not in vw_arguments(PolicyConfig(), 0)
+
+
+def test_a_reloaded_logistic_model_learns_as_the_original() -> None:
+    # VW's model file does not keep --loss_function; without it a reload would continue with
+    # squared loss. cb_adf (no exploration) exposes the raw scores to compare.
+    args = ["--cb_adf", "--quiet", "--loss_function", "logistic", "--interactions", "UA"]
+    examples = [
+        example_text(f"shared |U u={u}", ["|A t=x", "|A t=y"], (k, float(r), 0.5), "logistic")
+        for u, k, r in itertools.islice(
+            itertools.cycle(itertools.product("ab", (0, 1), (0, 1))), 64
+        )
+    ]
+    original = VWModel(args)
+    original.learn(examples[:40])
+    restored = VWModel(args, model=original.to_bytes())
+    original.learn(examples[40:])
+    restored.learn(examples[40:])
+    query = "shared |U u=a\n|A t=x\n|A t=y"
+    assert restored.pmf(query) == original.pmf(query)
+
+
+def test_greedify_is_a_bag_option() -> None:
+    args = vw_arguments(PolicyConfig(exploration="bag", greedify=True), 0)
+    assert args[args.index("--bag") : args.index("--bag") + 5] == [
+        "--bag", "5", "--epsilon", "0.05", "--greedify",
+    ]  # fmt: skip
+    assert "--greedify" not in vw_arguments(PolicyConfig(exploration="bag"), 0)
+    assert "--greedify" not in vw_arguments(PolicyConfig(greedify=True), 0)  # squarecb
 
 
 @pytest.mark.parametrize("exploration", ["squarecb", "epsilon", "bag", "cover", "softmax"])
