@@ -59,6 +59,10 @@ class PolicyConfig:
     interactions: tuple[str, ...] = ("UA", "CA")
     learning_rate: float = 0.5
     power_t: float = 0.5
+    #: per-feature adaptive rates (VW's default: each feature's rate decays with its own
+    #: squared gradients, to the power ``power_t``); off, one global rate decays as
+    #: ``t ** -power_t`` over examples (updates stay normalised and importance-invariant)
+    adaptive: bool = True
     l2: float = 0.0
     bits: int = 18
     cb_type: Literal["mtr", "ips", "dr"] = "mtr"

@@ -148,6 +148,8 @@ def vw_arguments(config: PolicyConfig, seed: int) -> list[str]:
     for pair in config.interactions:
         args += ["--interactions", pair]
     args += ["--learning_rate", str(config.learning_rate), "--power_t", str(config.power_t)]
+    if not config.adaptive:
+        args += ["--normalized", "--invariant"]
     args += ["--bit_precision", str(config.bits), "--random_seed", str(seed)]
     if config.l2 > 0:
         args += ["--l2", str(config.l2)]

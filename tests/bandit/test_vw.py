@@ -67,6 +67,15 @@ def test_a_reloaded_logistic_model_learns_as_the_original() -> None:
     assert restored.pmf(query) == original.pmf(query)
 
 
+def test_adaptive_off_keeps_normalised_invariant_updates() -> None:
+    args = vw_arguments(PolicyConfig(adaptive=False), 0)
+    assert "--normalized" in args and "--invariant" in args and "--adaptive" not in args
+    default = vw_arguments(PolicyConfig(), 0)  # VW's default update: all three
+    assert not {"--normalized", "--invariant", "--adaptive"} & set(default)
+    restored = VWModel(args, model=VWModel(args).to_bytes())
+    assert restored.pmf("shared |U a=1 |C\n|A t=x\n|A t=y") == [0.5, 0.5]
+
+
 def test_greedify_is_a_bag_option() -> None:
     args = vw_arguments(PolicyConfig(exploration="bag", greedify=True), 0)
     assert args[args.index("--bag") : args.index("--bag") + 5] == [
