@@ -116,6 +116,13 @@ def simulate_command(
     batch: Annotated[
         int, typer.Option(min=1, help="kafka: decisions per publish/learn/announce round")
     ] = 250,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            help="also run the informed reference learner (segment known): how hard the "
+            "scenario is for any learner"
+        ),
+    ] = True,
 ) -> None:
     """Run a scenario's synthetic shoppers against the uniform, best-fixed, bandit and oracle
     policies on the same shoppers; write summary.json, learning curves and report.html."""
@@ -147,6 +154,7 @@ def simulate_command(
             policy=SIM_POLICY if bandit == "sim" else PolicyConfig(),
             cache_dir=None if no_cache else (cache or settings.data_dir / "cache" / "simulate"),
             kafka=options,
+            reference=reference,
         )
         columns = (
             SpinnerColumn(),

@@ -11,10 +11,12 @@ decisions). Where it misses the bar, the world is hard at that size; where it me
 the bandit does not, the bandit is the one to improve.
 
 It reads the same shoppers and click uniforms as every policy (common random numbers). It is a
-yardstick for the simulator's sweeps, not a policy to serve: it needs the segment."""
+yardstick - in every simulation's summary (``reference``) and in the sweeps - not a policy to
+serve: it needs the segment."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,28 +61,57 @@ def trait_matrix(world: World) -> list[FloatArray]:
     return out
 
 
+def _sigmoid(z: FloatArray) -> FloatArray:
+    out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
+    return out
+
+
+def _penalised_loss(x: FloatArray, y: FloatArray, precision: FloatArray, w: FloatArray) -> float:
+    z = x @ w
+    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(precision * w * w))
+
+
 def fit_logistic(
     x: FloatArray, y: FloatArray, precision: FloatArray, start: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """The posterior mode and covariance (Laplace) of a logistic regression with a zero-mean
-    Gaussian prior of diagonal ``precision``, by Newton's method from ``start``."""
-    w = start.copy()
+    Gaussian prior of diagonal ``precision``, by Newton's method from ``start`` with a
+    backtracking line search (a full Newton step can overshoot when clicks are rare and
+    diverge; each accepted step lowers the penalised loss)."""
+    w = start.copy() if np.all(np.isfinite(start)) else np.zeros_like(start)
     prior = np.diag(precision)
-    hessian = prior
+    loss = _penalised_loss(x, y, precision, w)
     for _ in range(_NEWTON_STEPS):
-        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ w)))  # the logistic function, without overflow
+        p = _sigmoid(x @ w)
         grad = x.T @ (p - y) + precision * w
         hessian = (x * (p * (1.0 - p))[:, None]).T @ x + prior
         step = np.linalg.solve(hessian, grad)
-        w = w - step
-        if float(np.abs(step).max()) < 1e-7:
+        size = 1.0
+        while True:
+            trial = w - size * step
+            trial_loss = _penalised_loss(x, y, precision, trial)
+            if trial_loss <= loss - 1e-4 * size * float(grad @ step) or size < 1e-6:
+                break
+            size *= 0.5
+        if trial_loss > loss:  # no descent left: at the mode, to numerical precision
             break
+        moved = float(np.abs(w - trial).max())
+        w, loss = trial, trial_loss
+        if moved < 1e-7:
+            break
+    p = _sigmoid(x @ w)
+    hessian = (x * (p * (1.0 - p))[:, None]).T @ x + prior
     cov: FloatArray = np.linalg.inv(hessian).astype(np.float64)
     return w, cov
 
 
 def run_reference(
-    world: World, shoppers: Shoppers, *, seed: int, config: ReferenceConfig | None = None
+    world: World,
+    shoppers: Shoppers,
+    *,
+    seed: int,
+    config: ReferenceConfig | None = None,
+    advance: Callable[[int], None] | None = None,
 ) -> Trace:
     """Thompson sampling per segment on the traits of the initial pools (see the module)."""
     cfg = config if config is not None else ReferenceConfig()
@@ -114,7 +145,26 @@ def run_reference(
                     )
                     mean[q] = m
                     chol[q] = np.linalg.cholesky(cov + 1e-12 * np.eye(dim))
+            if advance is not None:
+                advance(cfg.refit_every)
+    if advance is not None and n % cfg.refit_every:
+        advance(n % cfg.refit_every)
     click = shoppers.u < prob
     # the choice is greedy on a posterior sample: ``expected`` is the shown variant's own
     # probability (unbiased for the policy's, noisier) and ``pscore`` 1
     return Trace(action, click, prob, prob.copy(), np.ones(n))
+
+
+def reference_figures(trace: Trace, oracle: Trace, bar: float = 0.9) -> dict[str, object]:
+    """The summary's ``reference`` entry: the reference's last-half CTR, its ratio to the
+    oracle's (clicks, as the bandit's bar) and whether it reaches ``bar``."""
+    half = trace.n // 2
+    ctr = float(trace.click[half:].mean()) if trace.n > half else 0.0
+    best = float(oracle.click[half:].mean()) if oracle.n > half else 0.0
+    ratio = round(ctr / best, 4) if best > 0 else None
+    return {
+        "what": "Thompson sampling told each shopper's segment and the click model's form",
+        "ctr_last_half": round(ctr, 6),
+        "vs_oracle_last_half": ratio,
+        "reaches_bar": ratio is not None and ratio >= bar,
+    }

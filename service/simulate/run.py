@@ -20,6 +20,7 @@ from service.simulate.evaluate import OffPolicy, evaluate
 from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
 from service.simulate.policies import SIM_POLICY, BanditRun, Trace, run_bandit_inprocess
 from service.simulate.pools import PoolSource, build_pools
+from service.simulate.reference import reference_figures, run_reference
 from service.simulate.report import CTR_PLOT, REGRET_PLOT, plot_ctr, plot_regret, write_report
 from service.simulate.scenario import Scenario
 from service.simulate.summary import build_summary, write_summary
@@ -46,6 +47,8 @@ class SimulationConfig:
     cache_dir: Path | None = None
     kafka: KafkaOptions | None = None
     ope: bool = True
+    #: also run the informed reference learner (``service.simulate.reference``) as a yardstick
+    reference: bool = True
 
     def __post_init__(self) -> None:
         if self.transport not in ("inprocess", "kafka"):
@@ -94,6 +97,20 @@ def _bandit_note(config: PolicyConfig, bandit: BanditRun) -> str:
         else "custom settings"
     )
     return f"bandit: {which}; learning delay: {bandit.learning.get('delay')}"
+
+
+def _reference_note(reference: dict[str, Any]) -> str:
+    ratio = reference["vs_oracle_last_half"]
+    if reference["reaches_bar"]:
+        return (
+            f"informed reference (segment and click model known): {ratio} x oracle over the "
+            "last half; the 0.9 x bar is within reach in this scenario"
+        )
+    return (
+        f"informed reference (segment and click model known): {ratio} x oracle over the last "
+        "half, below 0.9 x: at this many decisions the clicks do not tell the best copy from "
+        "the next, for any learner"
+    )
 
 
 def simulate(
@@ -154,6 +171,15 @@ def simulate(
         "bandit": bandit.trace,
         "oracle": policies.oracle(world, shoppers),
     }
+    reference: dict[str, Any] | None = None
+    if cfg.reference:
+        mark = time.perf_counter()
+        ref = run_reference(
+            world, shoppers, seed=scenario.seed,
+            advance=steps.task("informed reference", shoppers.n),
+        )  # fmt: skip
+        reference = reference_figures(ref, traces["oracle"])
+        timings["reference_s"] = time.perf_counter() - mark
     off_policy = None
     if cfg.ope:
         mark = time.perf_counter()
@@ -187,6 +213,12 @@ def simulate(
         },
     )
     summary["notes"].append(_bandit_note(cfg.policy, bandit))
+    if reference is not None:
+        summary["reference"] = reference
+        summary.setdefault("ratios", {})["reference_vs_oracle_last_half"] = reference[
+            "vs_oracle_last_half"
+        ]
+        summary["notes"].append(_reference_note(reference))
     write_summary(summary, out_dir)
     plots = [plot_ctr(traces, out_dir / CTR_PLOT), plot_regret(traces, out_dir / REGRET_PLOT)]
     write_report(summary, world, plots, out_dir)

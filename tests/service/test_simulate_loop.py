@@ -55,6 +55,12 @@ def test_standard_scenario_meets_the_bars(tmp_path: Path, source: GeneratorPools
     pol = summary["policies"]
     assert pol["oracle"]["ctr"] >= pol["best_fixed"]["ctr"] >= pol["uniform"]["ctr"]
     assert summary["finetune_rounds"] == [] and "bandit_finetune" not in pol
+    # the informed reference ran on the same shoppers and is reported beside the bandit
+    ref = summary["reference"]
+    assert summary["ratios"]["reference_vs_oracle_last_half"] == ref["vs_oracle_last_half"]
+    assert ref["reaches_bar"] == (ref["vs_oracle_last_half"] >= 0.9)
+    assert ref["vs_oracle_last_half"] > 0.8  # the standard scenario is within reach
+    assert any("informed reference" in n for n in summary["notes"])
     for name in ("ctr_curve.png", "regret.png", "report.html"):
         assert (tmp_path / name).stat().st_size > 1000
     # every variant shown came from a generated, checked pool of the scenario's size

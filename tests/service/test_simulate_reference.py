@@ -45,6 +45,24 @@ def test_fit_recovers_known_effects() -> None:
     assert np.all(np.abs(mean - true) < 4 * np.sqrt(np.diag(cov)))
 
 
+def test_fit_does_not_diverge_on_rare_clicks_or_a_far_start() -> None:
+    # a trait shown 150 times and never clicked, 3 % clicks elsewhere: a full Newton step from a
+    # warm start overshoots (the reference once diverged to weights of -800 this way)
+    rng = np.random.default_rng(1)
+    x = np.zeros((4000, 3))
+    x[:, 0] = 1.0
+    x[:150, 1] = 1.0
+    x[150:, 2] = rng.integers(0, 2, size=3850)
+    y = np.where(np.arange(4000) < 150, 0.0, (rng.random(4000) < 0.03).astype(float))
+    precision = np.array([0.01, 1.0, 1.0])
+    for start in (np.zeros(3), np.array([-800.0, -700.0, 400.0]), np.array([np.nan, 0, 0])):
+        mean, cov = fit_logistic(x, y, precision, start)
+        p = 0.5 * (1 + np.tanh(0.5 * (x @ mean)))
+        assert np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))
+        assert np.abs(x.T @ (p - y) + precision * mean).max() < 1e-4  # the mode: gradient 0
+        assert -4.5 < mean[0] < -2.5 and mean[1] < -0.5
+
+
 def test_trait_columns_are_the_shown_traits(world: World) -> None:
     feats = trait_matrix(world)
     assert [f.shape for f in feats] == [(int(n), len(TRAITS) + 1) for n in world.sizes]
