@@ -25,6 +25,16 @@ CTR_PLOT = "ctr_curve.png"
 REGRET_PLOT = "regret.png"
 
 
+def _save(fig: Any, ax: Any, path: Path, legend: str) -> Path:
+    """Grid, legend, layout; write the PNG and free the figure."""
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
     """Rolling CTR per policy (clicks, solid) and its noise-free version (the policy's mean
     click probability, dotted)."""
@@ -45,12 +55,7 @@ def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
     ax.set_xlabel("decision")
     ax.set_ylabel(f"CTR, trailing {window} decisions")
     ax.set_title("CTR over decisions (dotted: true click probability of the policy)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "lower right")
 
 
 def plot_regret(traces: Mapping[str, Trace], path: Path) -> Path:
@@ -66,12 +71,7 @@ def plot_regret(traces: Mapping[str, Trace], path: Path) -> Path:
     ax.set_xlabel("decision")
     ax.set_ylabel("cumulative regret (expected clicks lost)")
     ax.set_title("Regret against the oracle")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "upper left")
 
 
 def plot_sweep(rows: Sequence[Mapping[str, Any]], path: Path, bar: float = 0.9) -> Path:
@@ -99,12 +99,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: Path, bar: float = 0.9) 
     ax.set_xlabel("informed reference (segment known), CTR / oracle, last half")
     ax.set_ylabel("bandit CTR / oracle, last half")
     ax.set_title(f"{len(rows)} random scenarios")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, "lower right")
 
 
 def _img(path: Path, alt: str) -> str:
