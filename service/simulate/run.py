@@ -108,8 +108,8 @@ def _reference_note(reference: dict[str, Any]) -> str:
         )
     return (
         f"informed reference (segment and click model known): {ratio} x oracle over the last "
-        "half, below 0.9 x: at this many decisions the clicks do not tell the best copy from "
-        "the next, for any learner"
+        "half, below 0.9 x: even a learner told the segments does not reach the bar, so the "
+        "scenario is hard at this many decisions"
     )
 
 
