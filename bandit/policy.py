@@ -18,6 +18,7 @@ from uuid import UUID
 
 from bandit.errors import ConfigError, FeatureError, ModelError
 from bandit.features import check_encoded
+from bandit.refit import RefitModel
 from bandit.vw import VWModel, action_line, example_text, shared_line, vw_arguments
 from bandit.wire import assemble
 from streams.schemas import CHANNELS, ActionFeatures, Channel, Decision, FeatureValue, utc_now
@@ -26,6 +27,7 @@ Exploration = Literal["squarecb", "epsilon", "bag", "cover", "softmax"]
 EXPLORATIONS: tuple[str, ...] = ("squarecb", "epsilon", "bag", "cover", "softmax")
 CB_TYPES: tuple[str, ...] = ("mtr", "ips", "dr")
 LOSSES: tuple[str, ...] = ("squared", "logistic")
+MODELS: tuple[str, ...] = ("vw", "refit")
 
 _MAGIC = b"COPYLOOP-POLICY\x01"
 _IDENTIFIER = re.compile(r"[A-Za-z0-9._:\-]{1,128}")  # streams.schemas.Identifier
@@ -71,6 +73,18 @@ class PolicyConfig:
     #: ``squared``: regress the reward itself; ``logistic``: the log-odds that a shown variant
     #: earns any reward (a click or more), its size not used (``bandit.vw.cost``)
     loss: Literal["squared", "logistic"] = "squared"
+    #: ``vw``: VW's online learner (``--cb_explore_adf``, the exploration above); ``refit``: a
+    #: logistic model refitted to convergence every ``refit_every`` events on the last
+    #: ``refit_window``, explored by ``bag_size`` draws from its posterior and an ``epsilon`` floor
+    #: (``bandit.refit``; the other exploration and learning-rate settings are VW's)
+    model: Literal["vw", "refit"] = "vw"
+    refit_every: int = 500
+    refit_window: int = 200_000
+    #: the refit's L2 penalty on each weight: a N(0, 1/refit_l2) prior on every effect
+    refit_l2: float = 1.0
+    #: the refit's draws: mode + refit_spread x a posterior deviation (1: Thompson sampling;
+    #: below 1 explores less, as Chapelle & Li found better for click models)
+    refit_spread: float = 1.0
 
     def __post_init__(self) -> None:
         _check(
@@ -106,6 +120,26 @@ class PolicyConfig:
         )
         _check(self.cb_type in CB_TYPES, "cb_type", f"one of {CB_TYPES}", self.cb_type)
         _check(self.loss in LOSSES, "loss", f"one of {LOSSES}", self.loss)
+        _check(self.model in MODELS, "model", f"one of {MODELS}", self.model)
+        _check(
+            isinstance(self.refit_every, int) and self.refit_every >= 1,
+            "refit_every",
+            "an integer >= 1",
+            self.refit_every,
+        )
+        _check(
+            isinstance(self.refit_window, int) and self.refit_window >= 1,
+            "refit_window",
+            "an integer >= 1",
+            self.refit_window,
+        )
+        _check(math.isfinite(self.refit_l2) and self.refit_l2 > 0, "refit_l2", "> 0", self.refit_l2)
+        _check(
+            math.isfinite(self.refit_spread) and self.refit_spread >= 0,
+            "refit_spread",
+            ">= 0",
+            self.refit_spread,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -200,7 +234,11 @@ class Policy:
         self.seed = seed
         self.version = version
         self.learned = learned
-        self._vw = VWModel(vw_arguments(self.config, seed), model=model)
+        self._vw: VWModel | RefitModel
+        if self.config.model == "refit":
+            self._vw = RefitModel(self.config, seed, model=model)
+        else:
+            self._vw = VWModel(vw_arguments(self.config, seed), model=model)
         self._lines: dict[tuple[Any, ...], str] = {}
         self._logged: dict[tuple[str, ...], tuple[list[ActionFeatures], list[str]]] = {}
 

@@ -28,6 +28,9 @@ console = Console(stderr=True)
 def learn(
     exploration: str = typer.Option("squarecb", help=f"one of {', '.join(EXPLORATIONS)}"),
     epsilon: float = typer.Option(0.05, help="exploration rate for epsilon and bag"),
+    model: str = typer.Option(
+        "vw", help="vw (VW's online learner) or refit (batch refits, Thompson sampling)"
+    ),
     seed: int = typer.Option(0, help="seed of the model's draws and VW's randomness"),
     lateness: float = typer.Option(60.0, help="event-time slack (s) before a window closes"),
     idle_close: bool = typer.Option(
@@ -52,7 +55,11 @@ def learn(
             topics=settings.topics,
             data_dir=settings.data_dir,
             reward=RewardConfig(window_s=settings.reward_window_s),
-            policy=PolicyConfig(exploration=exploration, epsilon=epsilon),  # type: ignore[arg-type]
+            policy=PolicyConfig(
+                exploration=exploration,  # type: ignore[arg-type]
+                epsilon=epsilon,
+                model=model,  # type: ignore[arg-type]
+            ),
             seed=seed,
             snapshot_every_s=settings.snapshot_every_s,
             lateness_s=lateness,

@@ -103,7 +103,11 @@ def simulate_command(
     ] = 0,
     seed: Annotated[int, typer.Option(help="override the scenario's seed (-1: keep)")] = -1,
     bandit: Annotated[
-        str, typer.Option(help="bandit settings: sim (policies.SIM_POLICY) or defaults")
+        str,
+        typer.Option(
+            help="bandit settings: sim (policies.SIM_POLICY, the batch refit), vw "
+            "(policies.VW_SIM_POLICY, VW's online learner) or defaults"
+        ),
     ] = "sim",
     model: Annotated[
         Path | None, typer.Option(help="generator model folder (default: the bootstrap model)")
@@ -128,11 +132,11 @@ def simulate_command(
     policies on the same shoppers; write summary.json, learning curves and report.html."""
     if transport not in ("inprocess", "kafka"):
         raise _fail(f"`transport` must be inprocess or kafka, got {transport!r}")
-    if bandit not in ("sim", "defaults"):
-        raise _fail(f"`bandit` must be sim or defaults, got {bandit!r}")
+    if bandit not in ("sim", "vw", "defaults"):
+        raise _fail(f"`bandit` must be sim, vw or defaults, got {bandit!r}")
     # imported here: matplotlib, VW and the generator need not load for the other commands
     from bandit.policy import PolicyConfig
-    from service.simulate.policies import SIM_POLICY
+    from service.simulate.policies import SIM_POLICY, VW_SIM_POLICY
     from service.simulate.pools import GeneratorPools
     from service.simulate.run import SimulationConfig, simulate
     from service.simulate.scenario import load_scenario, parse_scenario
@@ -151,7 +155,7 @@ def simulate_command(
         options = _kafka_options(settings, out, batch) if transport == "kafka" else None
         config = SimulationConfig(
             transport=transport,  # type: ignore[arg-type]
-            policy=SIM_POLICY if bandit == "sim" else PolicyConfig(),
+            policy={"sim": SIM_POLICY, "vw": VW_SIM_POLICY}.get(bandit, PolicyConfig()),
             cache_dir=None if no_cache else (cache or settings.data_dir / "cache" / "simulate"),
             kafka=options,
             reference=reference,

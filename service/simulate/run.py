@@ -18,7 +18,13 @@ from service.simulate.catalog import make_catalog
 from service.simulate.errors import SimulationError
 from service.simulate.evaluate import OffPolicy, evaluate
 from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
-from service.simulate.policies import SIM_POLICY, BanditRun, Trace, run_bandit_inprocess
+from service.simulate.policies import (
+    SIM_POLICY,
+    VW_SIM_POLICY,
+    BanditRun,
+    Trace,
+    run_bandit_inprocess,
+)
 from service.simulate.pools import PoolSource, build_pools
 from service.simulate.reference import reference_figures, run_reference
 from service.simulate.report import CTR_PLOT, REGRET_PLOT, plot_ctr, plot_regret, write_report
@@ -90,8 +96,11 @@ class _Steps:
 
 def _bandit_note(config: PolicyConfig, bandit: BanditRun) -> str:
     which = (
-        "the simulator's settings (service.simulate.policies.SIM_POLICY)"
+        "the simulator's settings (service.simulate.policies.SIM_POLICY: batch refits, "
+        "Thompson sampling)"
         if config == SIM_POLICY
+        else "VW's online learner (service.simulate.policies.VW_SIM_POLICY)"
+        if config == VW_SIM_POLICY
         else "the policy's defaults"
         if config == PolicyConfig()
         else "custom settings"

@@ -1,0 +1,159 @@
+"""The batch-refit model (``PolicyConfig(model="refit")``, ``bandit.refit``) through the policy's
+own verbs, on the synthetic two-segment world."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import uuid
+
+import pytest
+
+from bandit.errors import ConfigError, ModelError
+from bandit.policy import Policy, PolicyConfig
+from bandit.refit import RefitModel
+from bandit.vw import example_text, shared_line
+
+from . import synth
+from .test_policy import _segment_probs, _train
+
+REFIT = PolicyConfig(model="refit", bag_size=5, epsilon=0.0, interactions=("UA",), refit_every=100)
+
+
+def _model(policy: Policy) -> RefitModel:
+    model = policy._vw
+    assert isinstance(model, RefitModel)
+    return model
+
+
+def test_uniform_until_the_first_fit_with_both_outcomes() -> None:
+    policy = Policy(REFIT, seed=1)
+    ctx = synth.context(synth.shopper(random.Random(0), 0))
+    assert policy.pmf(ctx, synth.ACTIONS) == [0.25] * 4
+    for i in range(150):  # past refit_every, but never a click: nothing to fit
+        d = policy.choose(
+            ctx, synth.ACTIONS, event_id=uuid.UUID(int=i), product_id="p1",
+            channel="ad_headline", pool_version=1,
+        )  # fmt: skip
+        policy.learn(d, 0.0)
+    assert policy.pmf(ctx, synth.ACTIONS) == [0.25] * 4
+    assert _model(policy).refit() is False
+
+
+def test_learns_each_segments_best_variant() -> None:
+    policy = Policy(REFIT, seed=2)
+    _train(policy, 1500)
+    for segment, best in synth.BEST.items():
+        k = synth.ACTIONS.ids.index(best)
+        probs = _segment_probs(policy, segment)
+        assert all(max(range(4), key=p.__getitem__) == k for p in probs), segment
+        assert sum(p[k] for p in probs) / len(probs) > 0.9
+
+
+def test_posterior_draws_disagree_on_little_data_and_agree_on_much() -> None:
+    # every action with the same click rate: with few events the posterior is wide and its
+    # draws rank different actions first; one action clearly better: every draw agrees
+    early = Policy(REFIT, seed=3)
+    rng = random.Random(3)
+    ctx = {"u_age": "18-24", "u_gender": "f"}
+    actions = synth.ACTIONS
+    for i in range(200):
+        d = early.choose(
+            ctx, actions, event_id=uuid.UUID(int=i), product_id="p1", channel="ad_headline",
+            pool_version=1,
+        )  # fmt: skip
+        early.learn(d, 1.0 if rng.random() < 0.1 else 0.0)
+    split = early.pmf(ctx, actions)
+    assert max(split) < 1.0 and sum(p > 0 for p in split) >= 2
+    late = Policy(REFIT, seed=3)
+    for i in range(2000):
+        d = late.choose(
+            ctx, actions, event_id=uuid.UUID(int=i), product_id="p1", channel="ad_headline",
+            pool_version=1,
+        )  # fmt: skip
+        late.learn(d, 1.0 if rng.random() < (0.5 if d.action == 1 else 0.05) else 0.0)
+    assert late.pmf(ctx, actions) == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_no_spread_is_greedy_on_the_posterior_mode() -> None:
+    greedy = Policy(dataclasses.replace(REFIT, refit_spread=0.0), seed=2)
+    _train(greedy, 300)
+    for segment in synth.BEST:
+        assert all(sorted(p) == [0.0, 0.0, 0.0, 1.0] for p in _segment_probs(greedy, segment, 10))
+
+
+def test_epsilon_is_a_floor_under_every_action() -> None:
+    policy = Policy(PolicyConfig(model="refit", epsilon=0.08, refit_every=100), seed=2)
+    _train(policy, 600)
+    for probs in _segment_probs(policy, "young-f", 10):
+        assert min(probs) >= 0.02 - 1e-12 and abs(sum(probs) - 1) < 1e-9
+
+
+def test_ids_and_the_context_are_left_out() -> None:
+    policy = Policy(REFIT, seed=2)
+    _train(policy, 120)
+    rows = [row for row, _ in _model(policy)._window]
+    tokens = {tok for row in rows for tok in row}
+    assert any(tok.startswith("U^age=") for tok in tokens)
+    assert any(tok.startswith("A^t=") for tok in tokens)
+    assert not any("id=" in tok for tok in tokens)  # neither the shopper's nor the variant's
+    assert not any(tok.startswith("C^") for tok in tokens)
+
+
+def test_a_reward_is_a_success_when_positive_whatever_the_loss() -> None:
+    ctx = {"u_age": "18-24"}
+    text = "\n".join(
+        [shared_line(ctx), "|A t=urgency id=a", "|A t=quality id=b"]
+    )  # two actions, label on the first
+    for loss in ("squared", "logistic"):
+        model = RefitModel(PolicyConfig(model="refit", loss=loss), seed=1)
+        shared, *actions = text.split("\n")
+        model.learn([example_text(shared, actions, (0, 2.5, 0.5), loss)])
+        model.learn([example_text(shared, actions, (1, 0.0, 0.5), loss)])
+        assert [s for _, s in model._window] == [True, False]
+
+
+def test_round_trip_keeps_the_fit_and_the_window() -> None:
+    policy = Policy(REFIT, seed=4)
+    _train(policy, 250)
+    policy.version = "refit-000001"
+    restored = Policy.from_bytes(policy.to_bytes())
+    assert restored.config == policy.config and restored.learned == 250
+    for segment in synth.BEST:
+        assert _segment_probs(restored, segment, 5) == _segment_probs(policy, segment, 5)
+    _train(policy, 150, seed=8)  # crosses a refit: the same window, the same posterior draws
+    _train(restored, 150, seed=8)
+    for segment in synth.BEST:
+        assert _segment_probs(restored, segment, 5) == _segment_probs(policy, segment, 5)
+
+
+def test_the_window_keeps_the_latest_events() -> None:
+    policy = Policy(PolicyConfig(model="refit", refit_window=50, refit_every=1000), seed=1)
+    _train(policy, 120)
+    assert len(_model(policy)._window) == 50
+
+
+def test_bad_bytes_and_labels_are_refused() -> None:
+    with pytest.raises(ModelError, match="not a refit model"):
+        RefitModel(REFIT, seed=1, model=b"\x00garbage")
+    model = RefitModel(REFIT, seed=1)
+    with pytest.raises(ModelError, match="no labelled action"):
+        model.learn([shared_line({"u_age": "18-24"}) + "\n|A t=urgency"])
+    with pytest.raises(ModelError, match="unreadable label"):
+        model.learn([shared_line({"u_age": "18-24"}) + "\n0:x:0.5 |A t=urgency"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"model": "bayes"}, "model"),
+        ({"refit_every": 0}, "refit_every"),
+        ({"refit_window": 0}, "refit_window"),
+        ({"refit_l2": 0.0}, "refit_l2"),
+        ({"refit_l2": float("nan")}, "refit_l2"),
+        ({"refit_spread": -0.5}, "refit_spread"),
+    ],
+)
+def test_invalid_settings_name_the_field(kwargs: dict, name: str) -> None:
+    with pytest.raises(ConfigError, match=f"`{name}`"):
+        PolicyConfig(**kwargs)
