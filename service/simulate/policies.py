@@ -33,7 +33,8 @@ POLICIES: tuple[str, ...] = ("uniform", "best_fixed", "bandit", "oracle")
 #:   (mean 0.954 x) and missed on 8, 17, 514 and 519 in most draws;
 #: - the full posterior spread (``refit_spread`` 1): 52/56, mean 0.951 x, misses only on those four
 #:   hard worlds, but it explores more: on the standard scenario 0.87-0.91 x over three draws
-#:   (the final model's own choice 0.94 x), against 0.90-0.92 x at half the spread;
+#:   (the final model's own choice 0.94 x), against 0.916 and 0.898 x in two draws at half the
+#:   spread;
 #: - the best VW settings (``VW_SIM_POLICY``, below): 145/168 over three draws (mean 0.931 x),
 #:   46-48/56 per draw; with the shopper id and variant id left out as here: 46-48/56 (0.926-0.929)
 #:   - VW's online steps, not the features, were the limit;
