@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import csr_matrix
+from scipy.sparse import csr_matrix, hstack
+from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -233,9 +234,10 @@ class RefitModel:
         mode = np.append(fit.coef_[0], fit.intercept_[0])
         # the Laplace approximation around it: precision = X' diag(w p (1 - p)) X + the prior's
         # (l2 on each weight, a nearly flat prior on the intercept)
-        xi = np.hstack([x.toarray(), np.ones((x.shape[0], 1))])
-        p = 1.0 / (1.0 + np.exp(-(xi @ mode)))
-        precision = (xi * (w * p * (1.0 - p))[:, None]).T @ xi
+        # (sparse products: the rows x columns matrix is never made dense)
+        xi = hstack([x, np.ones((x.shape[0], 1))], format="csr")
+        p = expit(xi @ mode)
+        precision = np.asarray((xi.T @ xi.multiply((w * p * (1.0 - p))[:, None])).todense())
         precision[np.diag_indices_from(precision)] += np.append(
             np.full(len(vocab), self.l2), _INTERCEPT_PRECISION
         )
