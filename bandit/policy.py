@@ -234,11 +234,11 @@ class Policy:
         self.seed = seed
         self.version = version
         self.learned = learned
-        self._vw: VWModel | RefitModel
+        self._model: VWModel | RefitModel
         if self.config.model == "refit":
-            self._vw = RefitModel(self.config, seed, model=model)
+            self._model = RefitModel(self.config, seed, model=model)
         else:
-            self._vw = VWModel(vw_arguments(self.config, seed), model=model)
+            self._model = VWModel(vw_arguments(self.config, seed), model=model)
         self._lines: dict[tuple[Any, ...], str] = {}
         self._logged: dict[tuple[str, ...], tuple[list[ActionFeatures], list[str]]] = {}
 
@@ -284,7 +284,7 @@ class Policy:
     def pmf(self, context: Mapping[str, FeatureValue], actions: Actions) -> list[float]:
         """The exploration distribution over ``actions`` (normalised), without drawing."""
         acts = actions if isinstance(actions, ActionSet) else ActionSet(actions)
-        return normalise(self._vw.pmf(self._text(context, acts)))
+        return normalise(self._model.pmf(self._text(context, acts)))
 
     def choose(
         self,
@@ -320,7 +320,7 @@ class Policy:
             context = {**context, "c_channel": channel}
         checked = check_encoded(context)
         acts = actions if isinstance(actions, ActionSet) else ActionSet(actions)
-        dist = normalise(self._vw.pmf(self._text(checked, acts)))
+        dist = normalise(self._model.pmf(self._text(checked, acts)))
         action = sample(dist, event_uniform(self.seed, event_id))
         # every field is checked above or holds by construction (a normalised distribution, a
         # drawn action of positive mass), so the Decision is assembled without pydantic going
@@ -351,7 +351,7 @@ class Policy:
 
     def learn_many(self, items: Iterable[tuple[Decision, float]]) -> int:
         """Learn joined events in order; returns how many were learned."""
-        n = self._vw.learn(self._labelled(items))
+        n = self._model.learn(self._labelled(items))
         self.learned += n
         return n
 
@@ -389,7 +389,7 @@ class Policy:
                 "config": self.config.to_dict(),
             }
         ).encode("utf-8")
-        return _MAGIC + struct.pack("<I", len(header)) + header + self._vw.to_bytes()
+        return _MAGIC + struct.pack("<I", len(header)) + header + self._model.to_bytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, *, seed: int | None = None) -> Policy:
@@ -412,4 +412,4 @@ class Policy:
         )
 
     def close(self) -> None:
-        self._vw.close()
+        self._model.close()

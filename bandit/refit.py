@@ -98,7 +98,6 @@ class RefitModel:
         self._coef: NDArray[np.float64] = np.zeros((0, 0))
         #: per (crossed shopper tokens, action lines): the vocabulary columns of each action
         self._columns: dict[tuple[Row, Row], tuple[NDArray[np.intp], NDArray[np.int64]]] = {}
-        self._shared: dict[str, list[str]] = {}
         self._actions: dict[str, list[str]] = {}
         if model is not None:
             self._restore(model)
@@ -117,19 +116,14 @@ class RefitModel:
         return hit
 
     def _shared_tokens(self, line: str) -> list[str]:
-        hit = self._shared.get(line)
-        if hit is None:
-            spaces = _namespaces(line)
-            hit = [
-                f"{ns}^{tok}"
-                for ns in self.cross
-                for tok in spaces.get(ns, [])
-                if not tok.startswith(_SKIP_CROSS)
-            ]
-            if len(self._shared) >= 100_000:
-                self._shared.clear()
-            self._shared[line] = hit
-        return hit
+        # not cached: the shared line carries the shopper id and the context, so it rarely repeats
+        spaces = _namespaces(line)
+        return [
+            f"{ns}^{tok}"
+            for ns in self.cross
+            for tok in spaces.get(ns, [])
+            if not tok.startswith(_SKIP_CROSS)
+        ]
 
     def _row(self, shared: list[str], line: str) -> Row:
         tokens = self._action(line)
@@ -149,22 +143,19 @@ class RefitModel:
         key = (tuple(shared), tuple(actions))
         hit = cache.get(key)
         if hit is None:
+            pad = coef.shape[1] - 1
             cols: list[int] = []
             starts: list[int] = []
             for line in actions:
                 starts.append(len(cols))
+                # the zero padding column first keeps every slice non-empty for reduceat
+                cols.append(pad)
                 cols += [c for c in map(vocab.get, self._row(shared, line)) if c is not None]
-            # a padding column of zeros keeps every action's slice non-empty for reduceat
-            hit = (np.asarray([*cols, coef.shape[1] - 1], dtype=np.intp), np.asarray(starts))
+            hit = (np.asarray(cols, dtype=np.intp), np.asarray(starts))
             if len(cache) >= 100_000:
                 cache.clear()
             cache[key] = hit
-        gathered = coef[:, hit[0]]
-        sums = np.add.reduceat(gathered, hit[1], axis=1)
-        # reduceat gives an empty slice the element at its start, not 0: fix those actions
-        empty = np.diff(np.append(hit[1], len(hit[0]) - 1)) == 0
-        if empty.any():
-            sums[:, empty] = 0.0
+        sums = np.add.reduceat(coef[:, hit[0]], hit[1], axis=1)
         votes = np.bincount(np.argmax(sums, axis=1), minlength=k) / coef.shape[0]
         dist: list[float] = ((1.0 - self.epsilon) * votes + self.epsilon / k).tolist()
         return dist
@@ -196,7 +187,8 @@ class RefitModel:
         return n
 
     def refit(self) -> bool:
-        """Refit every member on the window now; False when it holds a single outcome."""
+        """Fit the window now and draw the members from the posterior; False (nothing changed)
+        when the window holds a single outcome."""
         with self._lock:
             counts: dict[Row, list[int]] = {}
             for row, success in self._window:

@@ -232,6 +232,12 @@ def test_every_exploration_chooses_and_learns(exploration: str) -> None:
         ({"bits": 40}, "bits"),
         ({"cb_type": "sm"}, "cb_type"),
         ({"loss": "hinge"}, "loss"),
+        ({"model": "bayes"}, "model"),
+        ({"refit_every": 0}, "refit_every"),
+        ({"refit_window": 0}, "refit_window"),
+        ({"refit_l2": 0.0}, "refit_l2"),
+        ({"refit_l2": float("nan")}, "refit_l2"),
+        ({"refit_spread": -0.5}, "refit_spread"),
     ],
 )
 def test_invalid_config_names_the_parameter(kwargs: dict, name: str) -> None:

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from bandit.errors import ConfigError, ModelError
+from bandit.errors import ModelError
 from bandit.policy import Policy, PolicyConfig
 from bandit.refit import RefitModel
 from bandit.vw import example_text, shared_line
@@ -21,7 +21,7 @@ REFIT = PolicyConfig(model="refit", bag_size=5, epsilon=0.0, interactions=("UA",
 
 
 def _model(policy: Policy) -> RefitModel:
-    model = policy._vw
+    model = policy._model
     assert isinstance(model, RefitModel)
     return model
 
@@ -141,19 +141,3 @@ def test_bad_bytes_and_labels_are_refused() -> None:
         model.learn([shared_line({"u_age": "18-24"}) + "\n|A t=urgency"])
     with pytest.raises(ModelError, match="unreadable label"):
         model.learn([shared_line({"u_age": "18-24"}) + "\n0:x:0.5 |A t=urgency"])
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "name"),
-    [
-        ({"model": "bayes"}, "model"),
-        ({"refit_every": 0}, "refit_every"),
-        ({"refit_window": 0}, "refit_window"),
-        ({"refit_l2": 0.0}, "refit_l2"),
-        ({"refit_l2": float("nan")}, "refit_l2"),
-        ({"refit_spread": -0.5}, "refit_spread"),
-    ],
-)
-def test_invalid_settings_name_the_field(kwargs: dict, name: str) -> None:
-    with pytest.raises(ConfigError, match=f"`{name}`"):
-        PolicyConfig(**kwargs)
