@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import write_result  # this folder: the script's own
 
 from bandit import ope
-from service.replay import ReplayConfig, evaluate
-from service.replay_log import read_dir
+from service.replay.replay_eval import ReplayConfig, evaluate
+from service.replay.replay_log import read_dir
 from streams.schemas import Decision, Feedback
 
 

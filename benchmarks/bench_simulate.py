@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import write_result  # this folder: the script's own
 
 from bandit.vw import action_line, example_text, shared_line, vw_arguments
-from service.simulate.pools import GeneratorPools
+from service.simulate.pool_source import GeneratorPools
 from service.simulate.report import plot_sweep
 from service.simulate.run import SimulationConfig, SimulationResult, simulate
 from service.simulate.scenario import Scenario, load_scenario, random_scenario

@@ -36,11 +36,41 @@ class Forbidden(ServiceError):
     status = 403
 
 
-class TooLarge(ServiceError):
-    status = 413
-
-
 class Busy(ServiceError):
     """Too much queued work (a 4xx the client can retry, never a 5xx)."""
 
     status = 429
+
+
+class SimulationError(ServiceError):
+    """The simulator could not run: a bad scenario, no pool for a product, a broken loop."""
+
+
+class ScenarioError(SimulationError):
+    """A scenario file that cannot be read or does not validate; ``field`` names the culprit
+    (``segments.0.weight``), so the command line can print one actionable line."""
+
+
+class ReplayError(ServiceError):
+    """A log that cannot be replayed: missing, malformed, empty, or an unusable policy."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(field, message)
+
+
+class DemoError(ServiceError):
+    """The demo could not start or drive one of its parts; the message says which."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+class SpoolError(ServiceError):
+    """The spool folder is unusable (unreadable, or corrupt beyond a torn last line)."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)

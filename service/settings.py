@@ -5,7 +5,6 @@ Only ``service`` reads them; everything below takes explicit arguments. Tests bu
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -38,8 +37,3 @@ class Settings(BaseSettings):
     @property
     def kafka_home(self) -> Path:
         return self.data_dir / "kafka"
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header
 
+from service.api.bodies import ErrorBody, ReloadResult
 from service.api.deps import runtime
-from service.api.models import ErrorBody, ReloadResult
-from service.runtime import Runtime
-from service.security import check_admin
+from service.ranker.keys import check_admin
+from service.ranker.runtime import Runtime
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.runtime import Runtime
+from service.ranker.runtime import Runtime
 
 
 async def runtime(request: Request) -> Runtime:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit.errors import FeatureError
-from service.api.models import RankRequest, RankResponse
+from service.api.bodies import RankRequest, RankResponse
 from service.errors import ServiceError
 
 PATH = "/v1/rank"

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 from pydantic import Field
 
+from service.api.bodies import ErrorBody, FeedbackAccepted
 from service.api.deps import runtime
-from service.api.models import ErrorBody, FeedbackAccepted
-from service.runtime import Runtime
+from service.ranker.runtime import Runtime
 from streams.schemas import Feedback
 
 router = APIRouter(prefix="/v1", tags=["feedback"])

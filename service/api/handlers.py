@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit.errors import FeatureError
 from service.errors import ServiceError
-from service.metrics import Metrics
+from service.ranker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from service.api.dashboard import render
 from service.api.deps import runtime
-from service.dashboard import render
-from service.metrics import CONTENT_TYPE
-from service.runtime import Runtime
+from service.ranker.metrics import CONTENT_TYPE
+from service.ranker.runtime import Runtime
 
 router = APIRouter(tags=["ops"])
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from service.api.bodies import ErrorBody, JobAccepted, JobView, PoolView, VariantView
 from service.api.deps import runtime
-from service.api.models import ErrorBody, JobAccepted, JobView, PoolView, VariantView
 from service.errors import BadRequest
-from service.runtime import Runtime
+from service.ranker.runtime import Runtime
 from streams.schemas import CHANNELS, Channel, Product
 
 router = APIRouter(prefix="/v1", tags=["products"])

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from service.api.bodies import ErrorBody, RankRequest, RankResponse
 from service.api.deps import runtime
-from service.api.models import ErrorBody, RankRequest, RankResponse
 from service.errors import ServiceError
-from service.runtime import Runtime
+from service.ranker.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["rank"])
 

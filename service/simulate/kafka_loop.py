@@ -24,7 +24,7 @@ from bandit.learner import Learner, LearnerConfig
 from bandit.policy import Policy, PolicyConfig
 from bandit.reward import RewardConfig
 from bandit.snapshot import PolicyHolder
-from service.simulate.errors import SimulationError
+from service.errors import SimulationError
 from service.simulate.policies import BanditRun, Trace
 from service.simulate.world import Shoppers, World
 from streams.consumer import EventConsumer

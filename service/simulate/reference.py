@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.simulate.errors import SimulationError
+from service.errors import SimulationError
 from service.simulate.policies import Trace
 from service.simulate.world import FloatArray, Shoppers, World
 from streams.schemas import TRAITS

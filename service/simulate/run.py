@@ -13,11 +13,11 @@ from typing import Any, Literal
 from rich.progress import Progress
 
 from bandit.policy import PolicyConfig
+from service.errors import SimulationError
 from service.simulate import policies
 from service.simulate.catalog import make_catalog
-from service.simulate.errors import SimulationError
-from service.simulate.evaluate import OffPolicy, evaluate
 from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
+from service.simulate.offpolicy import OffPolicy, evaluate
 from service.simulate.policies import (
     SIM_POLICY,
     VW_SIM_POLICY,
@@ -25,7 +25,7 @@ from service.simulate.policies import (
     Trace,
     run_bandit_inprocess,
 )
-from service.simulate.pools import PoolSource, build_pools
+from service.simulate.pool_source import PoolSource, build_pools
 from service.simulate.reference import reference_figures, run_reference
 from service.simulate.report import CTR_PLOT, REGRET_PLOT, plot_ctr, plot_regret, write_report
 from service.simulate.scenario import Scenario

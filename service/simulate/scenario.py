@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.simulate.errors import ScenarioError
+from service.errors import ScenarioError
 from streams.schemas import TRAITS, Channel, Language, Product
 
 Gender = Literal["f", "m", "o", "u"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from service.simulate.evaluate import OffPolicy
+from service.simulate.offpolicy import OffPolicy
 from service.simulate.policies import Trace
 from service.simulate.scenario import Scenario
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from bandit.features import action_features, encode_context
 from bandit.policy import ActionSet
 from generator.traits import detect_traits
-from service.simulate.errors import SimulationError
+from service.errors import SimulationError
 from service.simulate.scenario import Scenario
 from streams.schemas import ActionFeatures, FeatureValue, Product, VariantPool
 

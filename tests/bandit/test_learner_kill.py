@@ -62,7 +62,7 @@ def test_sigkill_at_random_points_learns_each_joined_event_once(
         "COPYLOOP_REWARD_WINDOW_S": "10",
         "COPYLOOP_SNAPSHOT_EVERY_S": "0.3",
     }
-    cmd = [sys.executable, "-m", "service.cmd_learn", "--no-idle-close", "--lateness", "5"]
+    cmd = [sys.executable, "-m", "service.commands.cmd_learn", "--no-idle-close", "--lateness", "5"]
     log = (tmp_path / "learner.log").open("ab")
     ckpt = tmp_path / "checkpoints" / CHECKPOINT_NAME
 

@@ -1,0 +1,60 @@
+"""``copyloop serve``: the HTTP API under uvicorn, with one or more worker processes.
+
+Each worker builds its own app from the ``COPYLOOP_*`` environment (its own caches, consumers
+and spool slot); uvicorn stops them cleanly on SIGTERM, and each flushes its decisions to Kafka
+or leaves them in its spool for the next start."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from service.errors import ServiceError
+from service.ranker.keys import load_hash_key
+from service.settings import Settings
+from streams.serde import describe
+
+console = Console(stderr=True)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, min=1, max=65535, help="port to listen on"),
+    workers: int = typer.Option(1, min=1, max=64, help="worker processes"),
+    access_log: bool = typer.Option(False, help="log every request (costs latency under load)"),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+) -> None:
+    """Serve the rank, feedback, products and admin API (CONTRACT.md §4)."""
+    import uvicorn
+
+    try:
+        # checked here, so a bad variable or an unusable data folder fails before any worker
+        # starts, with one line instead of a traceback per worker
+        settings = Settings()
+        load_hash_key(settings.hash_key, settings.data_dir)
+    except ValidationError as exc:
+        console.print(f"[bold red]error:[/] settings: {describe(exc)}")
+        raise typer.Exit(2) from exc
+    except (ServiceError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"copyloop serving on http://{host}:{port} ({workers} worker(s)), Kafka at "
+        f"{settings.kafka_bootstrap}, topics {settings.topic_prefix}*, "
+        f"dashboard http://{host}:{port}/dashboard"
+    )
+    uvicorn.run(
+        "service.api.app:make_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level=log_level,
+        timeout_graceful_shutdown=15,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

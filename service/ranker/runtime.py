@@ -1,0 +1,302 @@
+"""The wiring of one service process: the pool cache, the policy holder, the counts, the
+publisher with its spool, the background consumers and the generation jobs, started and
+stopped together by the app's lifespan.
+
+Nothing here blocks on Kafka at start-up: consumers connect (and reconnect) on their own
+threads, and the publisher spools while the broker is away, so the service starts and answers
+even when Kafka is down."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bandit.errors import FeatureError
+from bandit.features import encode_context
+from bandit.snapshot import PolicyHolder
+from service.errors import BadRequest, ServiceError
+from service.ranker.counts import VariantStats
+from service.ranker.feeds import StateFeed, StatsFeed
+from service.ranker.jobs import GenerateFn, GenerationJobs, JobStore, model_generator
+from service.ranker.keys import load_hash_key
+from service.ranker.metrics import Metrics, RuntimeFigures
+from service.ranker.pool_cache import PoolCache
+from service.ranker.spool import Deliver, Record, SpoolingPublisher
+from service.settings import Settings
+from streams.deadletter import DeadLetterWriter
+from streams.errors import StreamsError
+from streams.producer import KafkaEventSink
+from streams.schemas import (
+    Channel,
+    Decision,
+    Event,
+    Feedback,
+    Language,
+    ModelAnnouncement,
+    VariantPool,
+)
+from streams.topics import TopicAdmin
+
+log = logging.getLogger(__name__)
+
+_MAX_SPOOL_SLOTS = 64
+
+
+def claim_spool_dir(base: Path) -> tuple[Path, IO[bytes]]:
+    """A spool folder no other live process uses: ``base/slot-<k>`` for the first ``k`` whose
+    lock is free. Slots are reused across restarts, so what one worker spooled before it
+    stopped is delivered by whichever worker takes its slot next. The returned file holds the
+    lock for as long as it is open."""
+    base.mkdir(parents=True, exist_ok=True)
+    for k in range(_MAX_SPOOL_SLOTS):
+        folder = base / f"slot-{k}"
+        folder.mkdir(exist_ok=True)
+        fh = open(folder / ".lock", "ab")  # noqa: SIM115 - held for the process's lifetime
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        return folder, fh
+    raise ServiceError("data_dir", f"all {_MAX_SPOOL_SLOTS} spool slots under {base} are in use")
+
+
+class _PublisherSink:
+    """Dead letters go through the spooling publisher too (they must not be lost either)."""
+
+    def __init__(self, publisher: SpoolingPublisher) -> None:
+        self._publisher = publisher
+
+    def add(self, topic: str, key: str | None, event: Event) -> None:
+        self._publisher.publish(topic, key, event)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        return None
+
+
+class PacedDeliver:
+    """Calls ``deliver`` at most once per ``min_interval_s``, so records wait a moment and go
+    in bigger batches: kafka-python spends about a millisecond of CPU per delivery round (send,
+    flush, acks) however few records it carries, which at 1,000 decisions/s in rounds of one
+    or two would take most of a core from the request path. Outcomes are passed through
+    unchanged, so the publisher's spool and exactly-once accounting are untouched."""
+
+    def __init__(self, deliver: Deliver, min_interval_s: float = 0.05) -> None:
+        if min_interval_s < 0:
+            raise ValueError(f"`min_interval_s` must be >= 0, got {min_interval_s}")
+        self._deliver = deliver
+        self._interval = min_interval_s
+        self._last = 0.0
+
+    def __call__(self, records: list[Record]) -> list[BaseException | None]:
+        wait = self._last + self._interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)  # on the publisher's thread, never a request's
+        self._last = time.monotonic()
+        return self._deliver(records)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    decision: Decision
+    variant_id: str
+    text: str
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        seed: int = 0,
+        generator: GenerateFn | None = None,
+        max_queued_jobs: int = 16,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.seed = seed
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.pools = PoolCache()
+        self.stats = VariantStats()
+        self.policy = PolicyHolder(seed=seed)
+        self.hash_key = load_hash_key(settings.hash_key, settings.data_dir)
+        self.sink = KafkaEventSink(
+            settings.kafka_bootstrap,
+            client_id="copyloop-ranker",
+            # bounded timeouts: a record's fate is known within seconds, so the publisher can
+            # spool it (see service.ranker.spool). The request timeout is generous on purpose: a
+            # produce request that times out may still have been written by a slow broker (one
+            # just restarted, on a loaded machine), and spooling it again would duplicate it
+            delivery_timeout_ms=15000,
+            request_timeout_ms=10000,
+            max_block_ms=1500,
+            reconnect_backoff_max_ms=500,
+        )
+        spool_dir, self._spool_lock = claim_spool_dir(settings.data_dir / "spool")
+        self.publisher = SpoolingPublisher(
+            PacedDeliver(self.sink.deliver),
+            spool_dir,
+            probe_every_s=0.5,
+            round_timeout_s=self.sink.settle_timeout_s + 10.0,
+        )
+        deadletter = DeadLetterWriter(_PublisherSink(self.publisher), self.topics.deadletter)
+        self._generator_uri: str | None = None
+        self._generator_fn: GenerateFn | None = generator
+        self._fixed_generator = generator is not None
+        self.state = StateFeed(
+            settings.kafka_bootstrap,
+            self.topics,
+            self.pools,
+            self.policy,
+            deadletter=deadletter,
+            on_generator=self._generator_announced,
+        )
+        self.stats_feed = StatsFeed(settings.kafka_bootstrap, self.topics, self.stats)
+        self.jobs = GenerationJobs(
+            JobStore(settings.data_dir / "jobs"),
+            self._generator,
+            self.publish_pool,
+            self.pools.version,
+            seed=seed,
+            max_queued=max_queued_jobs,
+            on_done=lambda state: self.metrics.jobs.labels(state).inc(),
+        )
+        self.started_at = time.monotonic()
+        self.decisions_published = 0
+        # event ids from a PRNG seeded once from the OS: uuid4() reads os.urandom on every call,
+        # which measured ~0.4 ms a call on these VMs; 122 random bits keep ids unique
+        self._ids = random.Random(int.from_bytes(os.urandom(16), "big"))  # noqa: S311
+        self.metrics.bind(self.figures)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> Runtime:
+        self._ensure_topics()
+        self.publisher.start()
+        self.state.start()
+        self.stats_feed.start()
+        return self
+
+    def _ensure_topics(self) -> None:
+        admin = TopicAdmin(self.settings.kafka_bootstrap, request_timeout_ms=3000)
+        try:
+            admin.ensure(self.topics, partitions=self.settings.topic_partitions)
+        except StreamsError as exc:  # the feeds retry until the broker (and topics) appear
+            log.warning("could not ensure topics (will keep trying to consume): %s", exc)
+        finally:
+            try:
+                admin.close()
+            except Exception as exc:
+                log.debug("closing the topic admin failed: %s", exc)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.jobs.close()
+        self.state.stop()
+        self.stats_feed.stop()
+        self.publisher.flush(timeout_s)
+        self.publisher.close(timeout_s)  # what is still undelivered stays in the spool
+        try:
+            self.sink.close(timeout_s=2.0)
+        except StreamsError as exc:
+            log.warning("closing the producer failed: %s", exc)
+        self._spool_lock.close()
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Ready once the pools and the latest announced snapshot are loaded."""
+        return self.state.caught_up
+
+    def figures(self) -> RuntimeFigures:
+        s = self.publisher.stats
+        return RuntimeFigures(
+            decisions_published=self.decisions_published,
+            records_delivered=s.delivered,
+            records_spooled=s.spooled,
+            records_pending=self.publisher.pending,
+            broker_ok=self.publisher.broker_ok,
+            dead_letters=self.state.dead_lettered,
+            pools=len(self.pools),
+            policy_version=self.policy.version,
+            policy_swaps=self.policy.swaps,
+            ready=self.ready,
+        )
+
+    # -- rank -----------------------------------------------------------------------------
+    def rank(
+        self,
+        product_id: str,
+        channel: Channel,
+        user: Mapping[str, Any],
+        context: Mapping[str, Any],
+        language: Language | None = None,
+    ) -> Ranked:
+        """Choose a variant, hand the decision to the publisher and return at once."""
+        indexed = self.pools.get(product_id)
+        actions = self.pools.actions(product_id, channel, language)
+        try:
+            encoded = encode_context(user, {**context, "channel": channel}, hash_key=self.hash_key)
+        except FeatureError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            # e.g. a time so far out that no calendar arithmetic works on it
+            raise BadRequest("context", f"could not be encoded: {exc}") from exc
+        # the holder's current policy, read once; Policy.choose takes the prepared ActionSet
+        decision = self.policy.policy.choose(
+            encoded,
+            actions,
+            event_id=uuid.UUID(int=self._ids.getrandbits(128), version=4),
+            product_id=product_id,
+            channel=channel,
+            pool_version=indexed.pool.pool_version,
+        )
+        self.publisher.publish(self.topics.decisions, str(decision.event_id), decision)
+        self.decisions_published += 1
+        chosen = decision.actions[decision.action]
+        return Ranked(decision, chosen, indexed.variants[chosen].text)
+
+    # -- feedback and pools ---------------------------------------------------------------
+    def accept_feedback(self, items: list[Feedback]) -> int:
+        for fb in items:
+            self.publisher.publish(self.topics.feedback, str(fb.event_id), fb)
+        self.metrics.feedback_accepted.inc(len(items))
+        return len(items)
+
+    def publish_pool(self, pool: VariantPool) -> None:
+        self.publisher.publish(self.topics.variants, pool.product_id, pool)
+        self.pools.apply(pool)  # serve it here at once; other rankers get it from the topic
+
+    # -- generator ------------------------------------------------------------------------
+    def _generator_announced(self, event: ModelAnnouncement) -> None:
+        if event.uri != self._generator_uri:
+            self._generator_uri = event.uri
+            if not self._fixed_generator:
+                self._generator_fn = None  # the next job loads the announced model
+
+    def _generator(self) -> GenerateFn:
+        if self._generator_fn is None:
+            path: str | Path | None = self._generator_uri or self.settings.generator_model
+            if isinstance(path, str) and path.startswith("file://"):
+                path = path[len("file://") :]
+            self._generator_fn = model_generator(path)
+        return self._generator_fn
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the latest announced bandit snapshot and forget the loaded generator."""
+        loaded = self.state.load_latest(force=True)
+        if not self._fixed_generator:
+            self._generator_fn = None
+        return {
+            "policy_version": self.policy.version,
+            "policy_reloaded": loaded,
+            "pools": len(self.pools),
+            "pid": os.getpid(),
+        }
