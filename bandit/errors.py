@@ -23,8 +23,15 @@ class ConfigError(BanditError, ValueError):
 
 
 class ModelError(BanditError):
-    """Vowpal Wabbit refused an example or a model could not be saved or loaded."""
+    """A model refused an example or could not be saved or loaded."""
 
 
 class CheckpointError(BanditError):
     """A checkpoint or snapshot is missing, torn or of another format."""
+
+
+def check(ok: bool, name: str, rule: str, value: object) -> None:
+    """Raise ``ConfigError("`name` must be rule, got value")`` unless ``ok``: one wording for
+    every setting a config dataclass validates."""
+    if not ok:
+        raise ConfigError(f"`{name}` must be {rule}, got {value!r}")

@@ -9,6 +9,18 @@ watermark passes its decision time + window + ``lateness_s``; the lateness absor
 reach Kafka a little after later ones. Closed events are emitted in (close time, event id)
 order, so the same input gives the same learning order however it was interleaved.
 
+Whose clock the watermark runs on: an event's ``ts`` is stamped by whoever sent it, feedback
+by the ad server or a shopper's device, and a watermark that took the latest ``ts`` as it came
+would let one record stamped minutes ahead close every open window early (and turn genuine late
+clicks into dead letters). The learner therefore bounds each record's contribution with
+:func:`bounded_event_time`: the earlier of its ``ts`` and the time the broker logged it plus a
+small skew. The broker's time is the record's log-append time (the decisions and feedback topics
+are created with ``message.timestamp.type=LogAppendTime``, see :mod:`streams.topics`), which no
+client can set; on a topic made before that, the producer's create time (the service's own clock
+for ``/v1/feedback``). A record's own ``ts`` still decides which window it falls in; only how
+far the watermark moves is bounded. ``follow_event_time`` (one ordered log file, no broker
+times) takes the events' own times.
+
 Feedback that cannot count is handed back as :class:`Rejected` for the caller to dead-letter:
 ``late`` (after its event's window, or after the event closed) and ``unknown_event`` (no decision
 arrived for it in time). A repeated ``feedback_id`` counts once and is dropped quietly.
@@ -33,6 +45,16 @@ from streams.schemas import Decision, Feedback
 
 #: where a feedback message was read, ``(partition, offset)``, for its dead letter
 Ref = tuple[int, int] | None
+
+
+def bounded_event_time(event_ts: float, logged_at_ms: int, skew_s: float) -> float:
+    """The event time (epoch seconds) a record may move the watermark to: its own ``ts``,
+    but never later than when the broker logged it (``logged_at_ms``) plus ``skew_s``, so a
+    sender's clock that runs ahead cannot close anyone's window early. A record without a
+    broker time (``logged_at_ms`` < 0, pre-0.10 formats) keeps its own time."""
+    if logged_at_ms < 0:
+        return event_ts
+    return min(event_ts, logged_at_ms / 1000.0 + skew_s)
 
 
 @dataclass(frozen=True)

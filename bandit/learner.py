@@ -5,7 +5,15 @@ Exactly once: partitions are assigned by hand and sought to the checkpoint's off
 the joiner state, the learned count and those offsets are written together in one atomic file.
 After a crash the learner restores all four and re-reads from the offsets, so everything learned
 after the checkpoint is learned again, once, and nothing before it twice. Dead letters are
-flushed before a checkpoint moves past them (a restart may send some again: at least once)."""
+flushed before a checkpoint moves past them (a restart may send some again: at least once).
+
+A stream error (a dead letter refused, a flush that finds one undelivered) is handled the way a
+crash is: the learner restores the last checkpoint's model, joiner and count, and seeks the
+consumer back to its offsets, so nothing it read since is skipped and nothing is learned twice.
+
+The watermark runs on event times the shoppers' devices cannot push: each record counts at the
+earlier of its own ``ts`` and the time the broker logged it plus ``event_time_skew_s`` (see
+:func:`bandit.join.bounded_event_time`)."""
 
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from typing import Any
 
 from bandit.checkpoint import Checkpoint
 from bandit.errors import ConfigError
-from bandit.join import Rejected, RewardJoiner
+from bandit.join import Rejected, RewardJoiner, bounded_event_time
 from bandit.policy import Policy, PolicyConfig
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.snapshot import write_snapshot
@@ -53,6 +61,10 @@ class LearnerConfig:
     #: events stamped further ahead of this clock are dead-lettered (None: no check), so one
     #: bad clock cannot move the watermark past everyone else's events
     max_future_s: float | None = 300.0
+    #: how far past the time the broker logged a record its ``ts`` may move the watermark
+    #: (None: the event's own time, for logs whose time is simulated); a client's clock can
+    #: then close no window before its time
+    event_time_skew_s: float | None = 10.0
     #: when a poll finds nothing new, move the watermark to the wall clock, so windows close
     #: while traffic is quiet (off for logs stamped in the past, such as tests and replays)
     idle_close: bool = False
@@ -71,6 +83,10 @@ class LearnerConfig:
         if not 1 <= self.poll_max_records <= 100_000:
             raise ConfigError(
                 f"`poll_max_records` must be in [1, 100000], got {self.poll_max_records}"
+            )
+        if self.event_time_skew_s is not None and not 0 <= self.event_time_skew_s < math.inf:
+            raise ConfigError(
+                f"`event_time_skew_s` must be >= 0 and finite or None, got {self.event_time_skew_s}"
             )
         if self.keep_snapshots < 1:
             raise ConfigError(f"`keep_snapshots` must be >= 1, got {self.keep_snapshots}")
@@ -130,6 +146,8 @@ class Learner:
         self._announce_pending = False
         self._last_checkpoint = time.monotonic()
         self._started = False
+        #: the state a stream error rewinds to: the last checkpoint (or the state at start)
+        self._rewind_point: Checkpoint | None = None
 
     @classmethod
     def connect(cls, config: LearnerConfig, bootstrap: str, **kwargs: Any) -> Learner:
@@ -155,24 +173,17 @@ class Learner:
         ck = Checkpoint.load(self.config.checkpoint_path)
         offsets = None
         if ck is not None:
-            self.policy = Policy.from_bytes(ck.policy)
+            self._restore(ck)
             if self.policy.config != self.config.policy:
                 log.warning(
                     "the checkpointed model keeps its own settings (%s); the configured ones "
                     "apply to a fresh data dir only",
                     self.policy.config,
                 )
-            self.joiner = RewardJoiner.from_state(
-                ck.joiner,
-                self.config.reward,
-                lateness_s=self.config.lateness_s,
-                follow_event_time=False,
-            )
-            self.lineage, self.seq = ck.lineage, ck.seq
-            ours = set(self.consumer.topics)
-            offsets = {k: v for k, v in ck.offsets.items() if k[0] in ours}
+            offsets = self._our_offsets(ck)
             log.info("resuming %s at %d learned events", ck.version, ck.learned)
         self.consumer.assign(offsets)
+        self._rewind_point = ck if ck is not None else self._state({})
         self.stats.learned = self.policy.learned
         if ck is not None and ck.learned > 0:
             # the crash may have come between the checkpoint and its announcement
@@ -183,12 +194,22 @@ class Learner:
         self._started = True
 
     def step(self) -> int:
-        """Poll once, join, learn what closed; returns the number of records read."""
+        """Poll once, join, learn what closed; returns the number of records read. On a
+        stream error the learner rewinds to its last checkpoint (see :meth:`rewind`) and the
+        error is raised."""
+        try:
+            return self._step()
+        except StreamsError:
+            self.rewind()
+            raise
+
+    def _step(self) -> int:
         records = self.consumer.poll(self.config.poll_timeout_s, self.config.poll_max_records)
         now = self.clock()
         joiner = self.joiner
         latest = self._latest
         limit = None if self.config.max_future_s is None else now + self.config.max_future_s
+        skew = self.config.event_time_skew_s
         for rec in records:
             event = rec.event
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
@@ -196,8 +217,9 @@ class Learner:
                 self._reject_future(rec, now)
                 continue
             key = (rec.topic, rec.partition)
-            if ts > latest.get(key, -math.inf):
-                latest[key] = ts
+            seen = ts if skew is None else bounded_event_time(ts, rec.timestamp_ms, skew)
+            if seen > latest.get(key, -math.inf):
+                latest[key] = seen
             if isinstance(event, Decision):
                 self._dead_letter(joiner.add_decision(event))
             elif isinstance(event, Feedback):
@@ -256,22 +278,19 @@ class Learner:
     def checkpoint(self) -> Checkpoint:
         """Save model + offsets + joiner + count atomically; announce a new model if it
         learned anything since the last announcement."""
-        self.deadletter.flush()  # offsets must never move past an undelivered dead letter
+        try:
+            self.deadletter.flush()  # offsets must never move past an undelivered dead letter
+        except StreamsError:
+            self.rewind()  # and the messages whose letters were lost are read again
+            raise
         changed = self.policy.learned != self._announced_learned
         if changed:
             self.seq += 1
             self.policy.version = f"{self.lineage}-{self.seq:06d}"
             write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
-        ck = Checkpoint(
-            policy=self.policy.to_bytes(),
-            offsets=dict(self.consumer.positions),
-            joiner=self.joiner.to_state(),
-            learned=self.policy.learned,
-            seq=self.seq,
-            lineage=self.lineage,
-            version=self.policy.version,
-        )
+        ck = self._state(dict(self.consumer.positions))
         ck.save(self.config.checkpoint_path)
+        self._rewind_point = ck
         self.stats.checkpoints += 1
         self._last_checkpoint = time.monotonic()
         try:
@@ -282,6 +301,46 @@ class Learner:
             self._announce_pending = True
         self._publish_announcement()
         return ck
+
+    def rewind(self) -> None:
+        """Go back to the last checkpoint (or the state at start): its model, joiner and
+        count, with the consumer sought to its offsets, as a restart after a crash would."""
+        point = self._rewind_point
+        if point is None:
+            return  # not started: nothing read yet
+        self._restore(point)
+        self._latest.clear()
+        self._drained.clear()
+        self._ends_at = -math.inf
+        self._idle_since = None
+        self.stats.learned = self.policy.learned
+        self.consumer.rewind(self._our_offsets(point))
+        log.warning("rewound to %s at %d learned events", point.version, point.learned)
+
+    def _restore(self, ck: Checkpoint) -> None:
+        self.policy = Policy.from_bytes(ck.policy)
+        self.joiner = RewardJoiner.from_state(
+            ck.joiner,
+            self.config.reward,
+            lateness_s=self.config.lateness_s,
+            follow_event_time=False,
+        )
+        self.lineage, self.seq = ck.lineage, ck.seq
+
+    def _our_offsets(self, ck: Checkpoint) -> dict[PartitionKey, int]:
+        ours = set(self.consumer.topics)
+        return {k: v for k, v in ck.offsets.items() if k[0] in ours}
+
+    def _state(self, offsets: dict[PartitionKey, int]) -> Checkpoint:
+        return Checkpoint(
+            policy=self.policy.to_bytes(),
+            offsets=offsets,
+            joiner=self.joiner.to_state(),
+            learned=self.policy.learned,
+            seq=self.seq,
+            lineage=self.lineage,
+            version=self.policy.version,
+        )
 
     def run(
         self,

@@ -1,7 +1,8 @@
 """The statistics around the off-policy estimates (``bandit.ope``): the effective sample size,
 normal and bootstrap intervals, and diagnostics that say in words when an estimate cannot be
-trusted. Pure numpy; inputs are checked at the entry and a bad one raises ``ValueError`` naming
-the parameter."""
+trusted; and the Wilson interval of a click rate, which the rankers' counts and the simulator's
+summary share so that the two never disagree. Pure numpy; inputs are checked at the entry and a
+bad one raises ``ValueError`` naming the parameter."""
 
 from __future__ import annotations
 
@@ -87,6 +88,27 @@ def normal_interval(samples: Any, alpha: float = 0.05, *, center: float | None =
     z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
     half = z * float(s.std(ddof=1)) / math.sqrt(s.shape[0])
     return Interval(mid - half, mid + half, alpha, "normal")
+
+
+def wilson_interval(successes: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion; ``(0, 1)`` with no trials, since
+    nothing is known of a rate never tried (a zero-width interval would claim certainty).
+
+    Wilson rather than the normal approximation: it stays inside [0, 1] and is sensible at the
+    small click counts of a fresh variant or a low CTR, where the normal interval reaches
+    below zero."""
+    check_alpha(alpha)
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"`successes` must be in [0, trials], got {successes} of {trials}")
+    if trials == 0:
+        return (0.0, 1.0)
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    p = successes / trials
+    z2 = z * z
+    denom = 1 + z2 / trials
+    centre = (p + z2 / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_interval(

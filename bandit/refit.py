@@ -1,208 +1,275 @@
-"""A reward model refitted in batches and explored by Thompson sampling: ``model="refit"``.
+"""A reward model refitted in batches and explored by Thompson sampling (:class:`RefitConfig`).
 
-VW's online learner takes one small gradient step per event. At click rates of a few percent
-that leaves its ranking noisy for a long time: trained on the same 10,000 uniformly explored
-decisions of random simulator worlds, the greedy choice of the online model reached 0.83 x the
-oracle's CTR over the next 10,000 (8 worlds), a logistic model fitted to convergence on the
-same shopper x trait features 0.92-0.95 x (4 worlds; a learner told the true segments
-0.95-0.97 x). This model is that fit, kept up to date, with the exploration it needs:
+Why: at click rates of a few percent, VW's one small online step per event leaves its ranking
+noisy for long; a logistic fit to convergence on the same features ranks far better (measured in
+docs/experiments/2026-batch-refit.md, which also records the variants tried and not taken).
 
-- every ``refit_every`` learned events it fits a logistic regression of "the shown variant
-  earned a reward" to the events of its replay window (the last ``refit_window``), to
-  convergence (scikit-learn, Newton steps), with a N(0, 1/l2) prior on every weight but the
-  intercept;
+- every ``every`` learned events it fits a logistic regression of "the shown variant earned a
+  reward" (any reward > 0; its size and the propensity are not used: a correct model is
+  unbiased under any logging policy) to the last ``window`` events (``bandit.logistic``), with
+  a N(0, 1/l2) prior on every weight but the intercept;
 - around that mode it takes the Laplace approximation of the posterior and draws ``members``
-  weight vectors from it (Chapelle & Li's Thompson sampling for display ads, refitted in
-  batches as theirs was), each ``spread`` x a posterior deviation from the mode (1: Thompson
-  sampling; they found a narrower spread better for click models, and so did the simulator:
-  README, "Learning quality"). The exploration distribution is the share of draws that rank each
-  variant first, plus an ``epsilon`` floor: the form of VW's ``--bag``, so a logged
-  propensity is exact and >= 1/members where it is not zero or the floor. Bootstrap members
-  (refits on resampled windows) were tried first: they cannot express the uncertainty of what
-  was rarely shown, and runs locked into a worse model (on one world, 0.86 x oracle greedy
-  after 20,000 adaptive decisions against 0.95 x from 10,000 uniform ones);
+  weight vectors from it, each ``spread`` x a posterior deviation from the mode (1: Thompson
+  sampling; narrower explores less, as Chapelle & Li found better for click models). The
+  exploration distribution is the share of draws that rank each variant first, plus an
+  ``epsilon`` floor: the form of VW's ``--bag``, so a logged propensity is exact and
+  >= 1/members where it is neither zero nor the floor;
 - until the first fit with both outcomes seen, every variant is equally likely.
 
-Features are read from the same VW text the online model gets (``bandit.vw``): each action
-token (traits, language, length, generator), and each shopper / context token crossed with
-them for every interaction pair ``XA`` of the policy (``UA``: shopper x variant). Left out by
-design, with what they cost a fit to convergence on those worlds: the shopper's hashed id
-(thousands of weights that memorise noise: 0.64 x oracle) and the variant id (its one weight
-is shared by every shopper, so one segment's taste for a variant leaked into the others'
-rankings: 0.84-0.94 x against 0.92-0.95 x without). A reward is a success when > 0; its size is
-not used. Nor are propensities: the model is fitted to what was shown, not re-weighted (a
-correct model is unbiased under any logging policy; 1/propensity weights only add variance).
-Weights of tokens absent from the window are 0, the prior mean.
+Features (``bandit.tokens``): each action token (traits, language, length, generator) and each
+token of the ``crosses`` namespaces (U: shopper, C: context) crossed with them. The shopper's
+hashed id and the variant id are left out by design (memorised noise; a variant weight shared
+by every shopper leaks one segment's taste into the others'). Weights of tokens absent from the
+window are 0, the prior mean.
 
-Events are aggregated before a fit (identical feature rows add up), so a refit takes
-milliseconds to a fraction of a second however long the window; it runs inside ``learn``."""
+Scoring works on arrays: an action set's tokens are prepared once, a context's crossed tokens
+are memoised per entry, and the distribution for one (shopper tokens, action set) pair is
+computed with numpy once per fit and then reused, since shoppers share bucketed features.
+Identical rows of the window are counted together, so a refit costs milliseconds to a
+fraction of a second however long the window; it runs inside ``learn``."""
 
 from __future__ import annotations
 
 import json
+import math
 import threading
-import warnings
 import zlib
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import csr_matrix, hstack
-from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from scipy.sparse import csr_matrix
 
-from bandit.errors import ModelError
-
-if TYPE_CHECKING:
-    from bandit.policy import PolicyConfig
+from bandit.errors import ModelError, check
+from bandit.logistic import fit_logistic, laplace_precision
+from bandit.scoring import ActionSet, Example
+from bandit.tokens import action_tokens, context_tokens
+from streams.schemas import FeatureValue
 
 _FORMAT = "copyloop-refit/1"
-_MAX_ITER = 500
 _INTERCEPT_PRECISION = 1e-4
 #: shopper / context tokens never crossed (nor used alone): the hashed shopper id
 _SKIP_CROSS = ("id=",)
+_CACHE_MAX = 100_000
+_DIST_SETS_MAX = 4096
 Row = tuple[str, ...]
+#: an action set's tokens per action (the variant id left out)
+_Tokens = tuple[tuple[str, ...], ...]
 
 
-def _namespaces(line: str) -> dict[str, list[str]]:
-    """``{"U": [...], "C": [...]}`` of one VW text line (``shared |U a b |C c`` or
-    ``[label] |A t=x ...``)."""
-    out: dict[str, list[str]] = {}
-    for part in line.split("|")[1:]:
-        if part:
-            out[part[0]] = part[1:].split()
-    return out
+@dataclass(frozen=True)
+class RefitConfig:
+    """The batch-refit model's settings; the defaults are the ones the simulator validated
+    (``bandit.presets``)."""
+
+    name: ClassVar[str] = "refit"
+
+    #: posterior draws per fit: the exploration distribution's resolution (1/members)
+    members: int = 5
+    #: probability mass spread evenly over every action, beneath the draws' votes
+    epsilon: float = 0.0
+    #: namespaces crossed with the action's tokens: U shopper, C request context
+    crosses: tuple[str, ...] = ("U",)
+    #: learned events between refits
+    every: int = 500
+    #: the latest events a refit is fitted to
+    window: int = 200_000
+    #: the L2 penalty on each weight: a N(0, 1/l2) prior on every effect
+    l2: float = 1.0
+    #: each draw is mode + spread x a posterior deviation (1: Thompson sampling)
+    spread: float = 0.5
+
+    def __post_init__(self) -> None:
+        check(
+            isinstance(self.members, int) and 1 <= self.members <= 64,
+            "members",
+            "an integer in [1, 64]",
+            self.members,
+        )
+        check(0.0 <= self.epsilon <= 1.0, "epsilon", "in [0, 1]", self.epsilon)
+        check(
+            isinstance(self.crosses, tuple) and set(self.crosses) <= {"U", "C"},
+            "crosses",
+            "a tuple of namespaces among 'U' and 'C'",
+            self.crosses,
+        )
+        check(
+            isinstance(self.every, int) and self.every >= 1,
+            "every",
+            "an integer >= 1",
+            self.every,
+        )
+        check(
+            isinstance(self.window, int) and self.window >= 1,
+            "window",
+            "an integer >= 1",
+            self.window,
+        )
+        check(math.isfinite(self.l2) and self.l2 > 0, "l2", "> 0", self.l2)
+        check(math.isfinite(self.spread) and self.spread >= 0, "spread", ">= 0", self.spread)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["crosses"] = list(self.crosses)
+        return out
+
+    def build(self, seed: int, state: bytes | None = None) -> RefitModel:
+        return RefitModel(self, seed, model=state)
+
+
+def _action_set_tokens(actions: ActionSet) -> _Tokens:
+    return tuple(tuple(action_tokens(f)) for f in actions.features)
 
 
 class RefitModel:
-    """Same verbs as ``bandit.vw.VWModel``: ``pmf(text)``, ``learn(texts)``, ``to_bytes()``."""
+    """The scoring-model verbs over a logistic model refitted in batches (see the module)."""
 
-    def __init__(self, config: PolicyConfig, seed: int, *, model: bytes | None = None) -> None:
-        self.members = config.bag_size
-        self.epsilon = config.epsilon
-        self.every = config.refit_every
-        self.l2 = config.refit_l2
-        self.spread = config.refit_spread
-        self.cross = tuple(
-            sorted({ns for pair in config.interactions if pair.endswith("A") for ns in pair[:-1]})
-        )
+    def __init__(self, config: RefitConfig, seed: int, *, model: bytes | None = None) -> None:
+        self.config = config
         self.seed = seed
+        self._cross = tuple(sorted(set(config.crosses)))
         self._lock = threading.Lock()
-        self._window: deque[tuple[Row, bool]] = deque(maxlen=config.refit_window)
+        self._window: deque[tuple[Row, bool]] = deque()
+        #: the window's rows counted: [failures, successes] (what a refit fits)
+        self._counts: dict[Row, list[int]] = {}
         self._since = 0
         self._refits = 0
         self._vocab: dict[str, int] = {}
+        #: one row per member, one column per vocabulary token + a zero padding column
         self._coef: NDArray[np.float64] = np.zeros((0, 0))
-        #: per (crossed shopper tokens, action lines): the vocabulary columns of each action
-        self._columns: dict[tuple[Row, Row], tuple[NDArray[np.intp], NDArray[np.int64]]] = {}
-        self._actions: dict[str, list[str]] = {}
+        #: per action set (by id, kept alive beside its entry): shopper tokens -> distribution
+        self._dists: dict[int, tuple[ActionSet, dict[Row, list[float]]]] = {}
+        #: per (key, value) of a context: its crossed tokens ("U^age=18-24", ...)
+        self._items: dict[tuple[str, FeatureValue], Row] = {}
+        #: interned window rows, by (shopper tokens, action tokens)
+        self._rows: dict[tuple[Row, Row], Row] = {}
         if model is not None:
             self._restore(model)
 
     # -- features -------------------------------------------------------------------------
-    def _action(self, line: str) -> list[str]:
-        """The tokens of an action line (label stripped), without the variant id."""
-        bar = line.find("|")
-        body = line[bar:] if bar >= 0 else line
-        hit = self._actions.get(body)
-        if hit is None:
-            hit = [t for t in _namespaces(body).get("A", []) if not t.startswith("id=")]
-            if len(self._actions) >= 100_000:
-                self._actions.clear()
-            self._actions[body] = hit
-        return hit
+    def _item(self, key: str, value: FeatureValue) -> Row:
+        ns, tokens = context_tokens(key, value)
+        if ns not in self._cross:
+            return ()
+        return tuple(f"{ns}^{t}" for t in tokens if not t.startswith(_SKIP_CROSS))
 
-    def _shared_tokens(self, line: str) -> list[str]:
-        # not cached: the shared line carries the shopper id and the context, so it rarely repeats
-        spaces = _namespaces(line)
-        return [
-            f"{ns}^{tok}"
-            for ns in self.cross
-            for tok in spaces.get(ns, [])
-            if not tok.startswith(_SKIP_CROSS)
-        ]
+    def _shared(self, context: Mapping[str, FeatureValue]) -> Row:
+        """The context's crossed tokens, namespace by namespace in ``_cross`` order."""
+        items = self._items
+        per_item: list[Row] = []
+        for item in context.items():
+            kind = type(item[1])
+            if kind is float or kind is list:  # not memoised: see bandit.vw.shared_line
+                per_item.append(self._item(*item))
+                continue
+            hit = items.get(item)
+            if hit is None:
+                if len(items) >= _CACHE_MAX:
+                    items.clear()
+                hit = items[item] = self._item(*item)
+            per_item.append(hit)
+        if len(self._cross) == 1:
+            return tuple(tok for toks in per_item for tok in toks)
+        return tuple(tok for ns in self._cross for toks in per_item for tok in toks if tok[0] == ns)
 
-    def _row(self, shared: list[str], line: str) -> Row:
-        tokens = self._action(line)
+    @staticmethod
+    def _row_tokens(shared: Row, tokens: Row) -> Row:
         return (*(f"A^{a}" for a in tokens), *(f"{s}^{a}" for s in shared for a in tokens))
 
+    def _row(self, shared: Row, tokens: Row) -> Row:
+        key = (shared, tokens)
+        row = self._rows.get(key)
+        if row is None:
+            if len(self._rows) >= _CACHE_MAX:
+                self._rows.clear()
+            row = self._rows[key] = self._row_tokens(shared, tokens)
+        return row
+
     # -- the verbs ------------------------------------------------------------------------
-    def pmf(self, text: str) -> list[float]:
-        lines = text.split("\n")
-        has_shared = lines[0].startswith("shared")
-        actions = lines[1:] if has_shared else lines
+    def pmf(self, context: Mapping[str, FeatureValue], actions: ActionSet) -> list[float]:
         k = len(actions)
         with self._lock:
-            coef, vocab, cache = self._coef, self._vocab, self._columns
-        if coef.shape[0] == 0 or k == 0:
-            return [1.0 / k] * k if k else []
-        shared = self._shared_tokens(lines[0]) if has_shared else []
-        key = (tuple(shared), tuple(actions))
-        hit = cache.get(key)
-        if hit is None:
-            pad = coef.shape[1] - 1
-            cols: list[int] = []
-            starts: list[int] = []
-            for line in actions:
-                starts.append(len(cols))
-                # the zero padding column first keeps every slice non-empty for reduceat
-                cols.append(pad)
-                cols += [c for c in map(vocab.get, self._row(shared, line)) if c is not None]
-            hit = (np.asarray(cols, dtype=np.intp), np.asarray(starts))
-            if len(cache) >= 100_000:
+            coef, vocab, dists = self._coef, self._vocab, self._dists
+        if coef.shape[0] == 0:
+            return [1.0 / k] * k
+        shared = self._shared(context)
+        entry = dists.get(id(actions))
+        if entry is None or entry[0] is not actions:
+            if len(dists) >= _DIST_SETS_MAX:
+                dists.clear()
+            entry = dists[id(actions)] = (actions, {})
+        cache = entry[1]
+        dist = cache.get(shared)
+        if dist is None:
+            tokens = actions.prepared(("refit-tokens",), _action_set_tokens)
+            dist = self._dist(coef, vocab, shared, tokens)
+            if len(cache) >= _CACHE_MAX:
                 cache.clear()
-            cache[key] = hit
-        sums = np.add.reduceat(coef[:, hit[0]], hit[1], axis=1)
-        votes = np.bincount(np.argmax(sums, axis=1), minlength=k) / coef.shape[0]
-        dist: list[float] = ((1.0 - self.epsilon) * votes + self.epsilon / k).tolist()
+            cache[shared] = dist
         return dist
 
-    def learn(self, texts: Iterable[str]) -> int:
+    def _dist(
+        self, coef: NDArray[np.float64], vocab: dict[str, int], shared: Row, tokens: _Tokens
+    ) -> list[float]:
+        """The members' votes (+ the epsilon floor) for one shopper over one action set."""
+        pad = coef.shape[1] - 1
+        cols: list[int] = []
+        starts: list[int] = []
+        for toks in tokens:
+            starts.append(len(cols))
+            # the zero padding column first keeps every slice non-empty for reduceat
+            cols.append(pad)
+            cols += [c for c in map(vocab.get, self._row_tokens(shared, toks)) if c is not None]
+        sums = np.add.reduceat(coef[:, cols], starts, axis=1)  # (members, actions)
+        k = len(tokens)
+        votes = np.bincount(np.argmax(sums, axis=1), minlength=k) / coef.shape[0]
+        eps = self.config.epsilon
+        out: list[float] = ((1.0 - eps) * votes + eps / k).tolist()
+        return out
+
+    def learn(self, examples: Iterable[Example]) -> int:
         n = 0
-        for text in texts:
-            lines = text.split("\n")
-            has_shared = lines[0].startswith("shared")
-            shared = self._shared_tokens(lines[0]) if has_shared else []
-            chosen = None
-            for line in lines[1:] if has_shared else lines:
-                if not line.startswith("|"):  # the labelled line: "0:cost:probability |A ..."
-                    chosen = line
-                    break
-            if chosen is None:
-                raise ModelError("a learned example has no labelled action")
-            try:
-                cost = float(chosen.split(":", 2)[1])
-            except (IndexError, ValueError) as exc:
-                raise ModelError(f"unreadable label in {chosen[:80]!r}") from exc
+        window, counts, limit = self._window, self._counts, self.config.window
+        for ex in examples:
+            tokens = ex.actions.prepared(("refit-tokens",), _action_set_tokens)
+            row = self._row(self._shared(ex.context), tokens[ex.action])
+            success = ex.reward > 0
             with self._lock:
-                self._window.append((self._row(shared, chosen), cost < 0))
+                if len(window) >= limit:
+                    self._forget(*window.popleft())
+                window.append((row, success))
+                c = counts.get(row)
+                if c is None:
+                    c = counts[row] = [0, 0]
+                c[success] += 1
                 self._since += 1
-                due = self._since >= self.every
+                due = self._since >= self.config.every
             n += 1
             if due:
                 self.refit()
         return n
 
+    def _forget(self, row: Row, success: bool) -> None:
+        c = self._counts[row]
+        c[success] -= 1
+        if c[0] == 0 and c[1] == 0:
+            del self._counts[row]
+
     def refit(self) -> bool:
         """Fit the window now and draw the members from the posterior; False (nothing changed)
         when the window holds a single outcome."""
         with self._lock:
-            counts: dict[Row, list[int]] = {}
-            for row, success in self._window:
-                c = counts.get(row)
-                if c is None:
-                    c = counts[row] = [0, 0]
-                c[success] += 1
+            counts = [(row, c[0], c[1]) for row, c in self._counts.items()]
             self._since = 0
         vocab: dict[str, int] = {}
         indices: list[int] = []
         indptr = [0]
         labels: list[int] = []
         weights: list[int] = []
-        for row, (failures, successes) in counts.items():
+        for row, failures, successes in counts:
             cols = [vocab.setdefault(tok, len(vocab)) for tok in row]
             for label, weight in ((0, failures), (1, successes)):
                 if weight:
@@ -210,39 +277,29 @@ class RefitModel:
                     indptr.append(len(indices))
                     labels.append(label)
                     weights.append(weight)
-        if len(set(labels)) < 2:
-            return False
         x = csr_matrix(
             (np.ones(len(indices)), indices, indptr), shape=(len(labels), max(len(vocab), 1))
         )
-        y = np.asarray(labels)
         w = np.asarray(weights, dtype=np.float64)
-        # the posterior mode: Newton steps on a Cholesky factor, exact and fast for the few
-        # hundred columns of aggregated rows (L-BFGS stopped short at its default tolerance)
-        fit = LogisticRegression(C=1.0 / self.l2, solver="newton-cholesky", max_iter=_MAX_ITER)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fit.fit(x, y, sample_weight=w)
-        mode = np.append(fit.coef_[0], fit.intercept_[0])
-        # the Laplace approximation around it: precision = X' diag(w p (1 - p)) X + the prior's
-        # (l2 on each weight, a nearly flat prior on the intercept)
-        # (sparse products: the rows x columns matrix is never made dense)
-        xi = hstack([x, np.ones((x.shape[0], 1))], format="csr")
-        p = expit(xi @ mode)
-        precision = np.asarray((xi.T @ xi.multiply((w * p * (1.0 - p))[:, None])).todense())
-        precision[np.diag_indices_from(precision)] += np.append(
-            np.full(len(vocab), self.l2), _INTERCEPT_PRECISION
+        l2 = self.config.l2
+        fit = fit_logistic(x, np.asarray(labels), l2=l2, weights=w)
+        if fit is None:
+            return False
+        precision = laplace_precision(
+            x, fit, l2=l2, intercept_precision=_INTERCEPT_PRECISION, weights=w
         )
         chol = np.linalg.cholesky(precision)
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self._refits])
+        members = self.config.members
         # members: draws from N(mode, precision^-1), as mode + L^-T z with precision = L L'
-        draws = mode[:, None] + self.spread * np.linalg.solve(
-            chol.T, rng.standard_normal((len(mode), self.members))
+        mode = fit.mode
+        draws = mode[:, None] + self.config.spread * np.linalg.solve(
+            chol.T, rng.standard_normal((len(mode), members))
         )
-        coef = np.zeros((self.members, len(vocab) + 1))  # + a zero padding column
+        coef = np.zeros((members, len(vocab) + 1))  # + a zero padding column
         coef[:, :-1] = draws[:-1].T  # the intercept is the same for every action: not kept
         with self._lock:
-            self._vocab, self._coef, self._columns = vocab, coef, {}
+            self._vocab, self._coef, self._dists = vocab, coef, {}
             self._refits += 1
         return True
 
@@ -268,7 +325,13 @@ class RefitModel:
             if state.get("format") != _FORMAT:
                 raise ValueError(f"format {state.get('format')!r}")
             rows = [tuple(r) for r in state["rows"]]
-            self._window.extend((rows[i], bool(s)) for i, s in state["window"])
+            for i, s in state["window"][-self.config.window :]:
+                row, success = rows[i], bool(s)
+                self._window.append((row, success))
+                c = self._counts.get(row)
+                if c is None:
+                    c = self._counts[row] = [0, 0]
+                c[success] += 1
             self._vocab = {tok: i for i, tok in enumerate(state["vocab"])}
             coef = np.asarray(state["coef"], dtype=np.float64)
             width = len(self._vocab) + 1  # + the padding column
@@ -281,3 +344,5 @@ class RefitModel:
     def close(self) -> None:
         with self._lock:
             self._window.clear()
+            self._counts.clear()
+            self._dists = {}

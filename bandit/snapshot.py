@@ -8,7 +8,7 @@ loaded model."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -16,8 +16,8 @@ from uuid import UUID
 
 from bandit.checkpoint import write_atomic
 from bandit.errors import BanditError, CheckpointError
-from bandit.policy import Policy
-from streams.schemas import ActionFeatures, Channel, Decision, FeatureValue, ModelAnnouncement
+from bandit.policy import Actions, Policy
+from streams.schemas import Channel, Decision, FeatureValue, ModelAnnouncement
 
 SUFFIX = ".policy"
 
@@ -99,7 +99,7 @@ class PolicyHolder:
     def choose(
         self,
         context: Mapping[str, FeatureValue],
-        actions: Sequence[tuple[str, ActionFeatures]],
+        actions: Actions,
         *,
         event_id: UUID,
         product_id: str,

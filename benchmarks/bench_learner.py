@@ -33,8 +33,9 @@ from _common import write_result  # this folder: the script's own
 from bandit.features import action_features, encode_context
 from bandit.learner import Learner, LearnerConfig
 from bandit.policy import ActionSet, PolicyConfig
+from bandit.presets import DEFAULT_PRESET, PRESETS, VW_SQUARECB, preset
 from bandit.reward import RewardConfig
-from bandit.vw import action_line, example_text, shared_line, vw_arguments
+from bandit.vw import VWConfig, action_line, example_text, shared_line, vw_arguments
 from bandit.wire import WireDecision
 from streams.consumer import EventConsumer
 from streams.producer import KafkaEventSink
@@ -98,7 +99,10 @@ def _events(
 
 
 def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp: Path) -> float:
-    """Native VW learning the same examples, in the same (event-time) order, from a file."""
+    """Native VW learning the same examples, in the same (event-time) order, from a file (the
+    preset's own VW settings, or VW SquareCB at its defaults for a model that is not VW)."""
+    vw = config.model if isinstance(config.model, VWConfig) else VW_SQUARECB.model
+    assert isinstance(vw, VWConfig)
     path = tmp / "examples.vw"
     with path.open("w", encoding="utf-8") as fh:
         for d, r in joined:
@@ -106,15 +110,16 @@ def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp
                 action_line(f, vid) for vid, f in zip(d.actions, d.action_features, strict=True)
             ]
             label = (d.action, r, d.pscore)
-            fh.write(example_text(shared_line(d.context), lines, label, config.loss) + "\n\n")
+            fh.write(example_text(shared_line(d.context), lines, label, vw.loss) + "\n\n")
     t0 = time.perf_counter()
-    ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(config, 0), "--data", str(path)])
+    ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(vw, 0), "--data", str(path)])
     ws.finish()
     return len(joined) / (time.perf_counter() - t0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
     parser.add_argument("--n", type=int, default=20000)
     parser.add_argument("--actions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
@@ -123,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("COPYLOOP_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     rng = random.Random(args.seed)
-    config = PolicyConfig()
+    config = preset(args.preset)
     topics = Topics(prefix=f"bench{uuid.uuid4().hex[:8]}.")
     admin = TopicAdmin(bootstrap)
     admin.ensure(topics, partitions=2)

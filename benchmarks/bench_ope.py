@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import write_result  # this folder: the script's own
 
 from bandit import ope
-from service.replay.replay_eval import ReplayConfig, evaluate
+from service.replay.replay_eval import ReplayConfig, evaluate_replay
 from service.replay.replay_log import read_dir
 from streams.schemas import Decision, Feedback
 
@@ -153,12 +153,12 @@ def bench_replay(n: int, k: int, repeats: int) -> dict[str, Any]:
         config = ReplayConfig()
 
         def run() -> None:
-            evaluate(read_dir(folder), config)
+            evaluate_replay(read_dir(folder), config)
 
         seconds = _best(run, repeats)
         # CPU seconds of this process too: on a shared machine wall time includes waiting
         cpu = _best(run, repeats, time.process_time)
-        result = evaluate(read_dir(folder), config).to_dict()
+        result = evaluate_replay(read_dir(folder), config).to_dict()
     per_s = lines / seconds
     return {
         "decisions": n,

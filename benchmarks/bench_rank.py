@@ -1,8 +1,9 @@
-"""Rank hot path: one decision in-process (encode the request + VW predict + draw + Decision)
-against raw ``Workspace.predict`` on pre-built strings, measured in the same run (TARGETS.md:
->= 0.7x). Writes JSON.
+"""Rank hot path: one decision in-process (encode the request + the preset's model scores + draw
++ Decision) against raw VW ``Workspace.predict`` on pre-built strings (VW SquareCB at its
+defaults, or the preset's own VW settings), measured in the same run (TARGETS.md: >= 0.7x).
+Writes JSON.
 
-    .venv/bin/python benchmarks/bench_rank.py [--n 5000] [--actions 8] [--out FILE]
+    .venv/bin/python benchmarks/bench_rank.py [--preset refit] [--n 5000] [--actions 8] [--out FILE]
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import write_result  # this folder: the script's own
 
 from bandit.features import action_features, encode_context
-from bandit.policy import ActionSet, Policy, PolicyConfig
-from bandit.vw import action_line, shared_line, vw_arguments
+from bandit.policy import ActionSet, Policy
+from bandit.presets import DEFAULT_PRESET, PRESETS, VW_SQUARECB, preset
+from bandit.vw import VWConfig, action_line, shared_line, vw_arguments
 from streams.schemas import TRAITS, Variant
 
 
@@ -59,7 +61,7 @@ def _pool(n_actions: int, rng: random.Random) -> list[Variant]:
 
 def _warm(policy: Policy, ctxs: list, actions: ActionSet, rng: random.Random) -> None:
     """Teach the model a little, so predictions run over non-zero weights."""
-    for ctx in ctxs[:500]:
+    for ctx in ctxs[:1000]:  # past the refit's first fits
         d = policy.choose(
             ctx,
             actions,
@@ -73,6 +75,7 @@ def _warm(policy: Policy, ctxs: list, actions: ActionSet, rng: random.Random) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--actions", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -85,12 +88,15 @@ def main() -> None:
     variants = _pool(args.actions, rng)
     # a ranker prepares each pool once (per pool version), not per request
     actions = ActionSet([(v.variant_id, action_features(v, "seed")) for v in variants])
-    policy = Policy(PolicyConfig(), seed=args.seed)
+    config = preset(args.preset)
+    policy = Policy(config, seed=args.seed)
     encoded = [encode_context(u, c, hash_key=key) for u, c in requests]
     _warm(policy, encoded, actions, rng)
 
     # reference: a workspace of the same configuration, fed pre-built strings
-    raw = vowpalwabbit.Workspace(arg_list=vw_arguments(policy.config, args.seed))
+    vw = config.model if isinstance(config.model, VWConfig) else VW_SQUARECB.model
+    assert isinstance(vw, VWConfig)
+    raw = vowpalwabbit.Workspace(arg_list=vw_arguments(vw, args.seed))
     a_lines = [action_line(f, vid) for vid, f in zip(actions.ids, actions.features, strict=True)]
     prebuilt = [[shared_line({**ctx, "c_channel": "ad_headline"}), *a_lines] for ctx in encoded]
     event_ids = [uuid.uuid4() for _ in requests]
@@ -119,6 +125,7 @@ def main() -> None:
             progress.advance(task)
     result = {
         "benchmark": "rank",
+        "preset": args.preset,
         "decisions": args.n,
         "actions": args.actions,
         "repeats": args.repeats,

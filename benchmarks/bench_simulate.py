@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import write_result  # this folder: the script's own
 
-from bandit.vw import action_line, example_text, shared_line, vw_arguments
+from bandit.presets import VW_BAG
+from bandit.vw import VWConfig, action_line, example_text, shared_line, vw_arguments
 from service.simulate.pool_source import GeneratorPools
 from service.simulate.report import plot_sweep
 from service.simulate.run import SimulationConfig, SimulationResult, simulate
@@ -45,8 +46,11 @@ def _raw_vw_rate(result: SimulationResult, config: SimulationConfig) -> float:
     """Decisions/s of a raw workspace doing what the bandit did: predict, then learn the reward
     of the action the simulation logged, on strings built beforehand."""
     world, shoppers, trace = result.world, result.shoppers, result.traces["bandit"]
-    ws = vowpalwabbit.Workspace(arg_list=vw_arguments(config.policy, 0))
-    with_ids = config.policy.variant_id_feature
+    # the preset's own VW settings, or VW's best online ones when the bandit is not VW
+    vw = config.policy.model if isinstance(config.policy.model, VWConfig) else VW_BAG.model
+    assert isinstance(vw, VWConfig)
+    ws = vowpalwabbit.Workspace(arg_list=vw_arguments(vw, 0))
+    with_ids = vw.variant_id_feature
     lines = [
         [action_line(f, vid if with_ids else None) for vid, f in acts] for acts in world.actions
     ]
@@ -58,7 +62,7 @@ def _raw_vw_rate(result: SimulationResult, config: SimulationConfig) -> float:
         )
         unlabelled.append(example_text(shared, lines[j]).split("\n"))
         label = (int(trace.action[t]), float(trace.click[t]), float(trace.pscore[t]))
-        labelled.append(example_text(shared, lines[j], label, config.policy.loss).split("\n"))
+        labelled.append(example_text(shared, lines[j], label, vw.loss).split("\n"))
     began = time.perf_counter()
     for ex, lab in zip(unlabelled, labelled, strict=True):
         ws.predict(ex)

@@ -3,9 +3,11 @@
 Public entry points (import them from their modules; this package import stays light, since the
 simulator and the service import ``generator.traits`` without wanting torch):
 
-* ``generator.model.CopyGenerator.from_path(path=None, device=None, seed=0)`` and
-  ``.generate_pool(product, channel, n=8, *, seed=None, pool_version=1) -> VariantPool``
-* ``generator.sampling.generate(...) -> Report`` (the pool plus what was sampled and rejected)
+* ``generator.sampling.generate(model, product, channel, n, *, seed, ...) -> Report``: the one
+  way to write a pool (``.pool``), with what was sampled and rejected; ``model`` is any
+  ``generator.interface.CopyModel``
+* ``generator.model.CopyGenerator.from_path(path=None, device=None)``: a Hugging Face causal LM
+  as a ``CopyModel``
 * ``generator.traits.detect_traits(text, *, language, channel, brand=None) -> list[str]``
 * ``generator.guardrails.check(text, product, channel, *, shopper=None, others=()) ->
   CheckResult`` and ``Checker`` (the same, bound to one product), ``check_pool``

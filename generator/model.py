@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,8 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from generator.errors import ModelLoadError
+from generator.interface import Completion
 from generator.prompts import Plan, PromptFormat, chat_messages, completion_prompt, control_prompt
-from streams.schemas import Channel, Product, VariantPool
+from streams.schemas import Product
 
 META_FILE = "copyloop.json"
 #: The model trained by ``generator.bootstrap.train`` and shipped with the package.
@@ -89,14 +89,9 @@ def read_format(path: Path) -> PromptFormat:
     return "instruction"
 
 
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    finished: bool  # ended with the end-of-sequence token (not cut at the token limit)
-
-
 class CopyGenerator:
-    """A causal LM that writes copy. Use :meth:`from_path`; :meth:`generate_pool` is the verb."""
+    """A causal LM that writes copy (a :class:`generator.interface.CopyModel`). Load one with
+    :meth:`from_path`; ``generator.sampling.generate`` turns it into pools."""
 
     def __init__(
         self,
@@ -106,7 +101,6 @@ class CopyGenerator:
         version: str,
         prompt_format: PromptFormat,
         device: torch.device,
-        seed: int = 0,
         batch_size: int | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
@@ -116,7 +110,6 @@ class CopyGenerator:
         self.version = version
         self.prompt_format: PromptFormat = prompt_format
         self.device = device
-        self.seed = seed
         self.batch_size = batch_size or (128 if device.type == "cuda" else 32)
         tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
         if tokenizer.pad_token_id is None:
@@ -127,7 +120,6 @@ class CopyGenerator:
         cls,
         path: str | Path | None = None,
         device: str | None = None,
-        seed: int = 0,
         *,
         dtype: torch.dtype | None = None,
         batch_size: int | None = None,
@@ -162,7 +154,6 @@ class CopyGenerator:
             version=model_version(folder),
             prompt_format=read_format(folder),
             device=dev,
-            seed=seed,
             batch_size=batch_size,
         )
 
@@ -178,6 +169,9 @@ class CopyGenerator:
         return completion_prompt(product, plan)
 
     # -- sampling ---------------------------------------------------------------------------
+    def vocabulary(self) -> Collection[str]:
+        return self.tokenizer.get_vocab().keys()
+
     @torch.inference_mode()
     def complete(
         self,
@@ -260,28 +254,3 @@ class CopyGenerator:
             elif isinstance(value, list | tuple):
                 ids.update(int(v) for v in value)
         return ids
-
-    # -- pools --------------------------------------------------------------------------------
-    def generate_pool(
-        self,
-        product: Product,
-        channel: Channel,
-        n: int = 8,
-        *,
-        seed: int | None = None,
-        pool_version: int = 1,
-        shopper: Mapping[str, object] | None = None,
-    ) -> VariantPool:
-        """``n`` checked variants of copy for ``product`` in ``channel``, spread across traits
-        (fewer only when not enough candidates pass)."""
-        from generator.sampling import generate
-
-        return generate(
-            self,
-            product,
-            channel,
-            n,
-            seed=self.seed if seed is None else seed,
-            pool_version=pool_version,
-            shopper=shopper,
-        ).pool

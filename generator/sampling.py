@@ -11,23 +11,30 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
 
 from generator.errors import GeneratorError, NoVariantsError, SlotError
-from generator.guardrails import NEAR_DUPLICATE_THRESHOLD, Checker, CheckResult, similarity
+from generator.guardrails import (
+    NEAR_DUPLICATE_THRESHOLD,
+    Checker,
+    CheckResult,
+    GuardrailConfig,
+    similarity,
+)
+from generator.guardrails.festivals import off_season
+from generator.interface import CopyModel
 from generator.prompts import LENGTHS, STYLES, Length, Plan, available_slots
 from generator.slots import SLOTS, slot_values
 from generator.slots import fill as fill_slots
 from generator.traits import detect_traits
 from streams.schemas import CHANNEL_LIMITS, Channel, Language, Product, Variant, VariantPool
 
-if TYPE_CHECKING:
-    from generator.model import CopyGenerator
-
 _QUOTES = "\"'“”‘’「」『』"
 _LABEL = re.compile(r"^(?:copy|文案|headline|标题)\s*[:：]\s*", re.IGNORECASE)
+#: ``The {name}`` reads wrong when the name is a capitalised title (``The Trail Running Shoes``).
+_ARTICLE = re.compile(r"\b(?:[Tt]he|[Aa]n?) (?=\{name\})")
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,33 @@ def clean(text: str) -> str:
     return re.sub(r"\s{2,}", " ", line)
 
 
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """Slots filled, without an article before a name that is already a capitalised title."""
+    name = values.get("name", "")
+    if name[:1].isupper():
+        text = _ARTICLE.sub("", text)
+    return fill_slots(text, values)
+
+
+def seasonal_suppress(gen: CopyModel, product: Product, config: GuardrailConfig) -> list[str]:
+    """Tokens of the bootstrap vocabulary that name a holiday or season far from the generation
+    date (the model learnt ``中秋送礼`` as one token): not sampled, so that its festive lines
+    fit the season instead of being written and then rejected. Holidays that the product's own
+    facts name stay."""
+    if gen.prompt_format != "slots-v1":
+        return []
+    facts = f"{product.title} {product.category} {' '.join(product.attributes.values())}".lower()
+    words = [
+        w.lower()
+        for f in off_season(config.date(), config)
+        if not f.pattern.search(facts)
+        for w in f.words
+    ]
+    return sorted(
+        tok for tok in gen.vocabulary() if any(w in tok.replace("▁", " ").lower() for w in words)
+    )
+
+
 def max_new_tokens(language: Language, channel: Channel, *, slot_format: bool) -> int:
     """Enough tokens for the channel's limit: bootstrap tokens are phrases, others ~chars/2-4."""
     limit = CHANNEL_LIMITS[channel][language]
@@ -123,13 +157,14 @@ def max_new_tokens(language: Language, channel: Channel, *, slot_format: bool) -
 
 
 def sample_candidates(
-    gen: CopyGenerator,
+    gen: CopyModel,
     product: Product,
     plans: list[Plan],
     checker: Checker,
     values: Mapping[str, str],
     seed: int,
     config: SamplingConfig,
+    suppress: Sequence[str] = (),
 ) -> list[Candidate]:
     """One candidate per plan: sampled, slot-filled, cleaned, checked and traits detected."""
     plan0 = plans[0]
@@ -143,7 +178,7 @@ def sample_candidates(
         temperature=config.temperature,
         top_p=config.top_p,
         # a slot the product cannot fill would only be thrown away after sampling
-        suppress=[f"{{{s}}}" for s in SLOTS if s not in values],
+        suppress=[*(f"{{{s}}}" for s in SLOTS if s not in values), *suppress],
     )
     out = []
     # a plain-words model that wrote a whole line and went on has still answered (we keep line 1)
@@ -153,7 +188,7 @@ def sample_candidates(
             out.append(Candidate(plan, comp.text, None, reason="unfinished"))
             continue
         try:
-            text = clean(fill_slots(comp.text, values))
+            text = clean(fill(comp.text, values))
         except SlotError:
             out.append(Candidate(plan, comp.text, None, reason="unknown_slot"))
             continue
@@ -196,7 +231,7 @@ def select(candidates: list[Candidate], n: int, language: Language) -> list[Cand
 
 
 def generate(
-    gen: CopyGenerator,
+    gen: CopyModel,
     product: Product,
     channel: Channel,
     n: int,
@@ -205,14 +240,21 @@ def generate(
     pool_version: int = 1,
     shopper: Mapping[str, object] | None = None,
     config: SamplingConfig | None = None,
+    guardrails: GuardrailConfig | None = None,
 ) -> Report:
-    """Sample, check and select; the :class:`Report` holds the pool and what was rejected."""
+    """The one way to write a pool: sample, check and select; the :class:`Report` holds the pool
+    and what was rejected. ``guardrails`` fixes the generation date and the catalog's brands
+    (default: today, no catalog); festive lines are conditioned on that date."""
     if n < 1:
         raise ValueError(f"`n` must be >= 1, got {n}")
     config = config or SamplingConfig()
     started = time.perf_counter()
     language = product.language
-    checker = Checker(product, channel, language=language, shopper=shopper)
+    guardrails = guardrails or GuardrailConfig()
+    if guardrails.today is None:  # one date for the whole pool, even across midnight
+        guardrails = replace(guardrails, today=date.today())
+    checker = Checker(product, channel, language=language, shopper=shopper, config=guardrails)
+    suppress = seasonal_suppress(gen, product, guardrails)
     values = slot_values(product, language)
     rng = random.Random(seed)  # noqa: S311 (seeded data, not secrets)
     seen: list[Candidate] = []
@@ -222,7 +264,9 @@ def generate(
         report_rounds = round_ + 1
         want = math.ceil(n * config.oversample) if round_ == 0 else 2 * (n - len(chosen)) + n
         plans = plan_candidates(product, channel, language, want, rng)
-        seen.extend(sample_candidates(gen, product, plans, checker, values, seed + round_, config))
+        seen.extend(
+            sample_candidates(gen, product, plans, checker, values, seed + round_, config, suppress)
+        )
         chosen = select(seen, n, language)
         if len(chosen) >= n:
             break

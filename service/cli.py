@@ -7,6 +7,7 @@ import typer
 
 from service.commands import (
     cmd_demo,
+    cmd_finetune,
     cmd_generate,
     cmd_kafka,
     cmd_learn,
@@ -22,5 +23,14 @@ app = typer.Typer(
     help="copyloop: copy that learns.",
 )
 
-for _command in (cmd_kafka, cmd_demo, cmd_generate, cmd_serve, cmd_replay, cmd_learn, cmd_simulate):
+for _command in (
+    cmd_kafka,
+    cmd_demo,
+    cmd_generate,
+    cmd_serve,
+    cmd_replay,
+    cmd_learn,
+    cmd_simulate,
+    cmd_finetune,
+):
     _command.register(app)

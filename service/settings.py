@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.topics import Topics
@@ -29,6 +29,26 @@ class Settings(BaseSettings):
     generator_model: Path | None = Field(
         default=None, description="a Hugging Face causal LM folder; default the bootstrap model"
     )
+    finetune_every: int = Field(
+        default=0, ge=0, description="joined rewards between automatic fine-tune rounds; 0: off"
+    )
+
+    bandit_preset: str | None = Field(
+        default=None,
+        description="the bandit's settings by name (bandit.presets; None: its default): what "
+        "the learner learns and a ranker serves before its first snapshot",
+    )
+
+    @field_validator("bandit_preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        # imported here: the presets load the models (VW, scikit-learn), which commands that
+        # never rank or learn need not pay for
+        from bandit.presets import PRESETS
+
+        if value is not None and value not in PRESETS:
+            raise ValueError(f"must be one of {', '.join(PRESETS)}, got {value!r}")
+        return value
 
     @property
     def topics(self) -> Topics:

@@ -1,7 +1,15 @@
 """Typed consumption. Each message is decoded into the event model of its topic; one that fails
 validation goes to the dead-letter topic with its reason and is skipped, so a consumer never
 stops on bad input. Offsets are committed explicitly (after the dead letters are flushed), and
-the client is created on first use."""
+the client is created on first use.
+
+A stream error never skips a message. The client moves past a whole batch as it hands it over,
+so when recording a dead letter fails mid-batch, :meth:`EventConsumer.poll` seeks back to where
+the batch began and hands out none of it (the next poll reads it again). When a flush finds
+that an earlier dead letter was not delivered, :meth:`EventConsumer.commit` seeks back to the
+last committed positions, so the next poll reads (and dead-letters) everything since again: at
+least once for the caller, which is why a caller that keeps state (the learner) rewinds its
+state to the same point (:meth:`EventConsumer.rewind`)."""
 
 from __future__ import annotations
 
@@ -70,6 +78,9 @@ class EventConsumer:
         self._assigned = False
         #: next offset to read per partition, for everything handed out or dead-lettered
         self.positions: dict[PartitionKey, int] = {}
+        #: where each partition resumes after a failure: the offsets given to :meth:`assign`,
+        #: moved by each :meth:`commit`; else where the client began reading the partition
+        self.durable: dict[PartitionKey, int] = {}
         self.dead_lettered = 0
 
     # -- client ---------------------------------------------------------------------------
@@ -110,29 +121,51 @@ class EventConsumer:
                 if offsets and key in offsets:
                     consumer.seek(tp, offsets[key])
                     self.positions[key] = offsets[key]
+                    self.durable[key] = offsets[key]
         except KafkaError as exc:
             raise StreamsError(f"assigning {keys} failed: {exc}") from exc
         self._assigned = True
 
     # -- reading --------------------------------------------------------------------------
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Received[Event]]:
+        """The next records, decoded; bad ones are dead-lettered and left out. When a dead
+        letter cannot be recorded, the client seeks back to the start of this batch and the
+        error is raised: none of the batch is handed out, none of it is skipped."""
         consumer = self._ensure_subscribed()
         try:
             batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
             raise StreamsError(f"poll failed: {exc}") from exc
         out: list[Received[Event]] = []
-        for tp, records in batches.items():
-            model = self.topics[tp.topic]
-            for rec in records:
-                self.positions[(tp.topic, tp.partition)] = rec.offset + 1
-                try:
-                    event = decode(model, rec.value)
-                except SerdeError as exc:
-                    self._dead_letter(tp.topic, tp.partition, rec.offset, rec.key, rec.value, exc)
+        moved: dict[PartitionKey, int] = {}
+        try:
+            for tp, records in batches.items():
+                if not records:
                     continue
-                key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
-                out.append(Received(tp.topic, tp.partition, rec.offset, key, rec.timestamp, event))
+                model = self.topics[tp.topic]
+                pkey = (tp.topic, tp.partition)
+                # the client began reading here: nothing before it was read, nothing skipped
+                self.durable.setdefault(pkey, records[0].offset)
+                for rec in records:
+                    moved[pkey] = rec.offset + 1
+                    try:
+                        event = decode(model, rec.value)
+                    except SerdeError as exc:
+                        self._dead_letter(
+                            tp.topic, tp.partition, rec.offset, rec.key, rec.value, exc
+                        )
+                        continue
+                    key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
+                    out.append(
+                        Received(tp.topic, tp.partition, rec.offset, key, rec.timestamp, event)
+                    )
+        except Exception:
+            # any failure (a dead letter refused, a sink's own error): the batch is read again
+            self._seek(
+                {(tp.topic, tp.partition): recs[0].offset for tp, recs in batches.items() if recs}
+            )
+            raise
+        self.positions.update(moved)
         return out
 
     def _dead_letter(
@@ -161,21 +194,45 @@ class EventConsumer:
     # -- progress -------------------------------------------------------------------------
     def commit(self, offsets: dict[PartitionKey, int] | None = None) -> None:
         """Commit ``offsets`` (default: everything handed out so far) for the group. Dead
-        letters are flushed first, so a committed offset never skips an unrecorded message."""
+        letters are flushed first, so a committed offset never skips an unrecorded message;
+        when the flush fails, the consumer rewinds to the last committed positions (see
+        :meth:`rewind`) before the error is raised."""
+        chosen = dict(self.positions if offsets is None else offsets)
         if self.deadletter is not None:
-            self.deadletter.flush()
-        if self.group_id is None:
+            try:
+                self.deadletter.flush()
+            except StreamsError:
+                self.rewind()
+                raise
+        if self.group_id is not None and chosen:
+            payload = {
+                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in chosen.items()
+            }
+            try:
+                self._client().commit(payload)
+            except KafkaError as exc:
+                raise StreamsError(f"commit failed: {exc}") from exc
+        self.durable.update(chosen)
+
+    def rewind(self, offsets: dict[PartitionKey, int] | None = None) -> None:
+        """Seek back to ``offsets`` (default: the last committed positions, :attr:`durable`),
+        so the next poll reads again everything after them; partitions not named go back to
+        :attr:`durable`. For a caller that keeps state, which it must restore to the same
+        point (the learner restores its checkpoint)."""
+        self._seek({**self.durable, **(offsets or {})})
+
+    def _seek(self, targets: dict[PartitionKey, int]) -> None:
+        if not targets or self._consumer is None:
             return
-        chosen = self.positions if offsets is None else offsets
-        if not chosen:
-            return
-        payload = {
-            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in chosen.items()
-        }
+        assigned = self._consumer.assignment()
         try:
-            self._client().commit(payload)
+            for (topic, partition), offset in targets.items():
+                tp = TopicPartition(topic, partition)
+                if tp in assigned:
+                    self._consumer.seek(tp, offset)
+                    self.positions[(topic, partition)] = offset
         except KafkaError as exc:
-            raise StreamsError(f"commit failed: {exc}") from exc
+            raise StreamsError(f"seeking back to {targets} failed: {exc}") from exc
 
     def committed(self, key: PartitionKey) -> int | None:
         try:

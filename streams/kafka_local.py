@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import IO
 
 from streams.errors import LocalKafkaError
 
@@ -183,12 +184,15 @@ class LocalKafka:
 
     # -- lifecycle ------------------------------------------------------------------------
     def _write_config(self) -> None:
+        from streams.producer import MAX_MESSAGE_BYTES
+
         template = Template((self.deploy_dir / "server.properties").read_text())
         self._props.write_text(
             template.substitute(
                 port=self.port,
                 controller_port=self._controller_port,
                 log_dirs=str(self._log_dirs),
+                max_message_bytes=MAX_MESSAGE_BYTES,
             )
         )
 
@@ -207,53 +211,54 @@ class LocalKafka:
     def up(self, *, timeout_s: float = 120.0, step: Step = _quiet) -> str:
         """Start the broker unless it already runs; return the bootstrap address."""
         with self._locked():
-            if self._recorded_pid() is not None:
-                if self._wait_ready(timeout_s):
-                    return self.bootstrap
-                raise LocalKafkaError(
-                    f"the broker is running but does not answer; see {self.log_file}"
-                )
-            if self._answers():
-                raise LocalKafkaError(
-                    f"port {self.port} is taken by a process this launcher did not start; "
-                    "set COPYLOOP_KAFKA_BOOTSTRAP to another 127.0.0.1 port"
-                )
-            java = self._java()
-            lib = self.resolve_jars(step)
-            cp = self._classpath(lib)
-            self._write_config()
-            self._format(java, cp, step)
-            step(f"starting Kafka on {self.bootstrap}")
-            cmd = [
-                java,
-                f"-Xmx{self.heap}",
-                "-Xms256m",
-                "-XX:+UseG1GC",
-                "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={self.deploy_dir / 'log4j2.yaml'}",
-                f"-Dkafka.logs.dir={self.home}",
-                "-cp",
-                cp,
-                "kafka.Kafka",
-                str(self._props),
-            ]
-            with open(self.log_file, "ab") as log:
-                proc = subprocess.Popen(  # noqa: S603
-                    cmd,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=self.home,
-                    start_new_session=True,  # outlives the command that started it
-                )
-            self._pid_file.write_text(f"{proc.pid}\n")
-            if not self._wait_ready(timeout_s, proc):
-                self._stop_pid(proc.pid, 15.0)
-                raise LocalKafkaError(
-                    f"Kafka did not answer within {timeout_s:.0f} s; last log lines:\n"
-                    + self._log_tail()
-                )
-            return self.bootstrap
+            return self._up(timeout_s, step)
+
+    def _up(self, timeout_s: float, step: Step) -> str:
+        if self._recorded_pid() is not None:
+            if self._wait_ready(timeout_s):
+                return self.bootstrap
+            raise LocalKafkaError(f"the broker is running but does not answer; see {self.log_file}")
+        if self._answers():
+            raise LocalKafkaError(
+                f"port {self.port} is taken by a process this launcher did not start; "
+                "set COPYLOOP_KAFKA_BOOTSTRAP to another 127.0.0.1 port"
+            )
+        java = self._java()
+        lib = self.resolve_jars(step)
+        cp = self._classpath(lib)
+        self._write_config()
+        self._format(java, cp, step)
+        step(f"starting Kafka on {self.bootstrap}")
+        cmd = [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.deploy_dir / 'log4j2.yaml'}",
+            f"-Dkafka.logs.dir={self.home}",
+            "-cp",
+            cp,
+            "kafka.Kafka",
+            str(self._props),
+        ]
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(  # noqa: S603
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.home,
+                start_new_session=True,  # outlives the command that started it
+            )
+        self._pid_file.write_text(f"{proc.pid}\n")
+        if not self._wait_ready(timeout_s, proc):
+            self._stop_pid(proc.pid, 15.0)
+            raise LocalKafkaError(
+                f"Kafka did not answer within {timeout_s:.0f} s; last log lines:\n"
+                + self._log_tail()
+            )
+        return self.bootstrap
 
     def _wait_ready(self, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
         from kafka.admin import KafkaAdminClient
@@ -290,12 +295,50 @@ class LocalKafka:
     def down(self, *, timeout_s: float = 60.0) -> bool:
         """Stop the broker this launcher started; False when none was running."""
         with self._locked():
-            pid = self._recorded_pid()
-            self._pid_file.unlink(missing_ok=True)
-            if pid is None:
-                return False
-            self._stop_pid(pid, timeout_s)
-            return True
+            return self._down(timeout_s)
+
+    def _down(self, timeout_s: float) -> bool:
+        pid = self._recorded_pid()
+        self._pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        self._stop_pid(pid, timeout_s)
+        return True
+
+    @contextlib.contextmanager
+    def shared(self, *, timeout_s: float = 180.0) -> Iterator[str]:
+        """Use this home's broker for the block (yields its bootstrap address), as several
+        test sessions in one checkout do at once.
+
+        A broker already running is used as it is; when none runs, a fresh one is started
+        (its old data deleted). At the end the broker is stopped only when this block started
+        it and no other block holds it; each holder keeps a shared lock on ``users.lock``
+        while inside, so a broker is never stopped (or wiped) under another session."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "users.lock", "w") as users:
+            fcntl.flock(users, fcntl.LOCK_SH)
+            with self._locked():
+                started = self._recorded_pid() is None
+                if started:
+                    shutil.rmtree(self._log_dirs, ignore_errors=True)  # a fresh cluster
+                bootstrap = self._up(timeout_s, _quiet)
+            try:
+                yield bootstrap
+            finally:
+                with self._locked():
+                    if started and self._sole_user(users):
+                        self._down(60.0)
+                fcntl.flock(users, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _sole_user(users: IO[str]) -> bool:
+        """True when no other holder has ``users`` locked (this one's shared lock becomes an
+        exclusive one; a holder waiting to start is never kept waiting)."""
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def _stop_pid(self, pid: int, timeout_s: float) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -321,8 +364,3 @@ class LocalKafka:
         except (OSError, IndexError):
             return False
         return state != "Z"
-
-    def reset(self) -> None:
-        """Stop the broker and delete its data (used by tests that want a fresh cluster)."""
-        self.down()
-        shutil.rmtree(self._log_dirs, ignore_errors=True)

@@ -16,6 +16,13 @@ from streams.errors import BrokerUnavailable, ProduceError, StreamsError
 from streams.schemas import Event
 from streams.serde import encode
 
+#: The largest record, in bytes, that the project's producers send and its broker accepts: the
+#: producer's ``max_request_size`` and the local broker's ``message.max.bytes`` are both set from
+#: it, so a record the client lets through is never refused by the broker for its size (nor the
+#: other way round: an outside client's largest record can still be dead-lettered, whose
+#: letters are bounded far below it, see :mod:`streams.deadletter`).
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
 
 class EventSink(Protocol):
     def add(self, topic: str, key: str | None, event: Event) -> None: ...
@@ -62,6 +69,7 @@ class KafkaEventSink:
             "acks": "all",
             "linger_ms": linger_ms,
             "max_block_ms": max_block_ms,
+            "max_request_size": MAX_MESSAGE_BYTES,
             **producer_config,
         }
         self._producer: KafkaProducer | None = None

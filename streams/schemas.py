@@ -9,6 +9,7 @@ serialise as RFC 3339 strings. Field names follow Open Bandit Pipeline's vocabul
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -64,7 +65,18 @@ def _to_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+#: What an identifier (product, variant, feedback id) may hold, defined once for every reader:
+#: the pydantic models here, the HTTP path, the msgspec mirror of ``Decision`` and the policy.
+IDENTIFIER_MAX_LENGTH = 128
+_IDENTIFIER_CHARS = r"[A-Za-z0-9._:\-]"
+#: for pydantic's regex engine, where ``$`` is the end of the text
+IDENTIFIER_PATTERN = rf"^{_IDENTIFIER_CHARS}+$"
+#: for Python's ``re`` (and msgspec, which uses it), where ``$`` would also match before a final
+#: newline that pydantic refuses; the length bound is part of the pattern
+IDENTIFIER_RE = re.compile(rf"\A{_IDENTIFIER_CHARS}{{1,{IDENTIFIER_MAX_LENGTH}}}\Z")
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)
+]
 FeatureValue = str | int | float | bool | list[str]
 
 
@@ -190,6 +202,10 @@ class DeadLetter(Event):
     partition: int = Field(ge=-1)
     offset: int = Field(ge=-1)
     reason: str = Field(min_length=1)
-    raw: str = Field(description="base64 of the original value bytes")
+    raw: str = Field(description="base64 of the original value bytes (a prefix when long)")
     key: str | None = Field(default=None, description="base64 of the original key bytes")
+    raw_size: int | None = Field(default=None, ge=0, description="length of the whole value")
+    raw_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="sha256 (hex) of the whole value"
+    )
     failed_at: UtcDatetime = Field(default_factory=utc_now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from streams.errors import BrokerUnavailable, StreamsError
 from streams.schemas import (
@@ -62,9 +62,13 @@ class Topics:
             raise StreamsError(f"`{topic}` is not a copyloop topic") from None
 
     def configs(self, topic: str) -> dict[str, str]:
-        """Per-topic settings: the pools are compacted (latest pool per product survives)."""
+        """Per-topic settings: the pools are compacted (latest pool per product survives);
+        decisions and feedback carry the broker's log-append time, which no client can set,
+        as the clock the learner's watermark is bounded by (see :mod:`bandit.join`)."""
         if topic == self.variants:
             return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+        if topic in (self.decisions, self.feedback):
+            return {"message.timestamp.type": "LogAppendTime"}
         return {}
 
 
@@ -119,6 +123,18 @@ class TopicAdmin:
         absent = [t for t in configs if t not in self.existing()]
         if absent:
             raise StreamsError(f"topics {absent} were not created")
+
+    def delete(self, names: list[str]) -> None:
+        """Delete the topics ``names`` (those already gone are skipped)."""
+        present = [t for t in names if t in self.existing()]
+        if not present:
+            return
+        try:
+            self._admin().delete_topics(present, timeout_ms=self._timeout_ms)
+        except UnknownTopicOrPartitionError:
+            pass  # deleted meanwhile by someone else
+        except KafkaError as exc:
+            raise StreamsError(f"deleting topics {present} failed: {exc}") from exc
 
     def describe_configs(self, topic: str) -> dict[str, str]:
         from kafka.admin import ConfigResource, ConfigResourceType

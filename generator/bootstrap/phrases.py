@@ -1,7 +1,8 @@
 """Phrase banks of the synthetic corpus, per language and style, in slot form.
 
-Every phrase here must pass the guardrails for any product that can fill its slots (the tests
-check that) and must show the trait of its bank (``generator.traits``), so that the model learns
+Every phrase here must pass the guardrails for any product that can fill its slots and carries
+the evidence that social proof needs, on a date near the holiday it names (the tests check that),
+and must show the trait of its bank (``generator.traits``), so that the model learns
 lawful copy whose styles can be told apart."""
 
 from __future__ import annotations

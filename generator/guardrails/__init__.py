@@ -9,8 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from generator.errors import GeneratorError
-from generator.guardrails import ad_law, facts, medical, personal, pool, prices
-from generator.guardrails.base import CheckResult, Context, Facts, Rule, Violation
+from generator.guardrails import (
+    ad_law,
+    evidence,
+    facts,
+    festivals,
+    fluency,
+    medical,
+    personal,
+    pool,
+    prices,
+)
+from generator.guardrails.base import (
+    CheckResult,
+    Context,
+    Facts,
+    GuardrailConfig,
+    Rule,
+    Violation,
+)
 from generator.guardrails.pool import NEAR_DUPLICATE_THRESHOLD, similarity
 from streams.schemas import CHANNEL_LIMITS, Channel, Language, Product, VariantPool
 
@@ -19,11 +36,18 @@ RULES: tuple[Rule, ...] = (
     prices.RULE,
     facts.BRAND_RULE,
     facts.ATTRIBUTE_RULE,
+    evidence.RULE,
+    festivals.RULE,
     medical.RULE,
     personal.RULE,
     pool.LENGTH_RULE,
     pool.NEAR_DUPLICATE_RULE,
     pool.AI_LABEL_RULE,
+    fluency.REPETITION_RULE,
+    fluency.PUNCTUATION_RULE,
+    fluency.BRACKETS_RULE,
+    fluency.SLOT_FILL_RULE,
+    fluency.MIXED_SCRIPT_RULE,
 )
 RULE_NAMES: tuple[str, ...] = tuple(r.name for r in RULES)
 
@@ -33,6 +57,7 @@ __all__ = [
     "RULE_NAMES",
     "CheckResult",
     "Checker",
+    "GuardrailConfig",
     "Rule",
     "Violation",
     "check",
@@ -52,6 +77,7 @@ class Checker:
         *,
         language: Language | None = None,
         shopper: Mapping[str, object] | None = None,
+        config: GuardrailConfig | None = None,
     ) -> None:
         if channel not in CHANNEL_LIMITS:
             raise GeneratorError(
@@ -65,6 +91,7 @@ class Checker:
         self.language: Language = lang
         self.shopper = shopper
         self.facts = Facts(product)
+        self.config = config or GuardrailConfig()
 
     def check(self, text: str, *, others: Iterable[str] = ()) -> CheckResult:
         ctx = Context(
@@ -74,6 +101,7 @@ class Checker:
             language=self.language,
             shopper=self.shopper,
             others=tuple(others),
+            config=self.config,
         )
         found: list[Violation] = []
         for rule in RULES:
@@ -89,14 +117,19 @@ def check(
     shopper: Mapping[str, object] | None = None,
     others: Sequence[str] = (),
     language: Language | None = None,
+    config: GuardrailConfig | None = None,
 ) -> CheckResult:
     """Run every rule on ``text`` as copy for ``product`` in ``channel``. ``others`` are the texts
     already in the pool (for ``near_duplicate``); ``shopper`` the attributes of whoever will see it
-    (for ``personal_echo``)."""
-    return Checker(product, channel, language=language, shopper=shopper).check(text, others=others)
+    (for ``personal_echo``); ``config`` the date and the catalog's brands (default: today, no
+    catalog)."""
+    checker = Checker(product, channel, language=language, shopper=shopper, config=config)
+    return checker.check(text, others=others)
 
 
-def check_pool(pool_: VariantPool, product: Product) -> dict[str, CheckResult]:
+def check_pool(
+    pool_: VariantPool, product: Product, *, config: GuardrailConfig | None = None
+) -> dict[str, CheckResult]:
     """Every variant of a pool, each against the ones before it; also the AI-generated flag."""
     if pool_.product_id != product.product_id:
         raise GeneratorError(
@@ -105,7 +138,8 @@ def check_pool(pool_: VariantPool, product: Product) -> dict[str, CheckResult]:
     out: dict[str, CheckResult] = {}
     seen: list[str] = []
     for v in pool_.variants:
-        result = Checker(product, v.channel, language=v.language).check(v.text, others=seen)
+        checker = Checker(product, v.channel, language=v.language, config=config)
+        result = checker.check(v.text, others=seen)
         if v.ai_generated is not True:
             flag = Violation(pool.AI_LABEL, None, "variant is not flagged `ai_generated`")
             result = CheckResult.of((*result.violations, flag), result.rules)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from functools import cached_property
 from typing import Any
 
@@ -51,6 +52,40 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"passed": self.passed, "violations": [v.to_json() for v in self.violations]}
+
+
+@dataclass(frozen=True)
+class GuardrailConfig:
+    """What some rules need beyond the product: the date the copy is written for (festive copy is
+    timely only near its holiday) and the brands of the catalog plus any extra list (copy must
+    not name a competitor). Explicit, so that a test or a replay fixes the date."""
+
+    today: date | None = None  # None: the local date at the time of the check
+    festive_lead_days: int = 30  # festive copy may run this long before its holiday
+    festive_grace_days: int = 3  # and this long after it ends
+    brands: tuple[str, ...] = ()  # other brands of the catalog and the configured extra list
+
+    def __post_init__(self) -> None:
+        for name in ("festive_lead_days", "festive_grace_days"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value <= 366:
+                raise ValueError(
+                    f"`{name}` must be a whole number of days in [0, 366], got {value!r}"
+                )
+        if self.today is not None and not isinstance(self.today, date):
+            raise ValueError(f"`today` must be a date, got {self.today!r}")
+        bad = [b for b in self.brands if not isinstance(b, str) or not b.strip()]
+        if bad:
+            raise ValueError(f"`brands` must be non-empty strings, got {bad!r}")
+
+    def date(self) -> date:
+        return self.today if self.today is not None else date.today()
+
+    def with_catalog(self, products: Iterable[Product]) -> GuardrailConfig:
+        """The same settings with every brand of ``products`` added to :attr:`brands`."""
+        known = dict.fromkeys(self.brands)
+        known.update(dict.fromkeys(p.brand for p in products if p.brand.strip()))
+        return replace(self, brands=tuple(known))
 
 
 @dataclass(frozen=True)
@@ -136,6 +171,7 @@ class Context:
     language: Language
     shopper: Mapping[str, object] | None = None
     others: tuple[str, ...] = ()
+    config: GuardrailConfig = GuardrailConfig()
 
     @cached_property
     def views(self) -> Views:

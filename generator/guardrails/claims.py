@@ -58,11 +58,8 @@ CLAIMS: tuple[Claim, ...] = (
         ("环保", "可降解", "可持续"),
         r"\beco[- ]friendly\b|\bbiodegradable\b|\bsustainabl[ey]\b",
     ),
-    Claim(
-        "certified",
-        ("认证", "专利", "检测报告"),
-        r"\bcertified\b|\bpatent(?:ed)?\b|\blab[- ]tested\b",
-    ),
+    # certifications (认证, certified, lab-tested) are ``claim_evidence``'s
+    Claim("patent", ("专利",), r"\bpatent(?:ed)?\b"),
     Claim(
         "official",
         ("官方", "旗舰", "授权", "正品"),

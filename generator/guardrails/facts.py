@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 from generator.guardrails.base import Context, Rule, Violation, canon_number, overlaps, squeeze
+from generator.text import fold_simple
 
 BRAND = "brand_truth"
 ATTRIBUTE = "attribute_truth"
@@ -110,14 +112,63 @@ KNOWN_BRANDS: tuple[str, ...] = (
     "north face",
     "levi's",
     "rolex",
+    "象印",
+    "膳魔师",
+    "虎牌",
+    "哈尔斯",
+    "富光",
+    "乐扣乐扣",
+    "萨洛蒙",
+    "亚瑟士",
+    "新百伦",
+    "斯凯奇",
+    "北面",
+    "始祖鸟",
+    "迪卡侬",
+    "瑞士莲",
+    "歌帝梵",
+    "费列罗",
+    "德芙",
+    "好时",
+    "博士音响",
+    "漫步者",
+    "zojirushi",
+    "thermos",
+    "yeti",
+    "hydro flask",
+    "contigo",
+    "salomon",
+    "hoka",
+    "asics",
+    "new balance",
+    "skechers",
+    "arc'teryx",
+    "decathlon",
+    "lindt",
+    "godiva",
+    "ferrero",
+    "hershey's",
+    "ghirardelli",
+    "bose",
+    "jbl",
+    "sennheiser",
+    "airpods",
 )
-_BRANDS = re.compile(
-    "|".join(
-        rf"(?<![a-z]){re.escape(b)}(?![a-z])" if b.isascii() else re.escape(b)
-        for b in sorted(KNOWN_BRANDS, key=len, reverse=True)
-    ),
-    re.IGNORECASE,
-)
+
+
+@lru_cache(maxsize=64)
+def brand_pattern(brands: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for ``brands``, folded (full-width and case) as the text is; latin names
+    must stand as words."""
+    folded = {fold_simple(b).strip() for b in brands}
+    parts = [
+        rf"(?<![a-z0-9]){re.escape(b)}(?![a-z0-9])" if b.isascii() else re.escape(b)
+        for b in sorted(folded - {""}, key=len, reverse=True)
+    ]
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+_BRANDS = brand_pattern(KNOWN_BRANDS)
 _COMPARISONS = re.compile(
     r"平替|(?<!男女)(?<!情侣)(?<!亲子)(?<!母女)(?<!父子)(?<!姐妹)(?<!闺蜜)(?<!男士)(?<!女士)同款|"
     r"媲美|吊打|大牌|联名|代工|原单|尾单|贴牌|\bdupes?\b|\balternative to\b|\bbetter than\b|"
@@ -167,8 +218,13 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 def find_brand(ctx: Context) -> Iterator[Violation]:
     plain = ctx.views.plain
     facts = ctx.facts
-    for m in _BRANDS.finditer(plain.text):
-        if squeeze(m.group(0)) not in squeeze(facts.text):
+    own = squeeze(facts.text)
+    named: list[tuple[int, int]] = []
+    for pattern in (_BRANDS, brand_pattern(ctx.config.brands)):
+        for m in pattern.finditer(plain.text) if pattern is not None else ():
+            if squeeze(m.group(0)) in own or overlaps(m.span(), named):
+                continue
+            named.append(m.span())
             yield Violation(
                 BRAND, plain.span(*m.span()), f"`{m.group(0)}` is not the product's brand"
             )
@@ -182,7 +238,7 @@ def find_brand(ctx: Context) -> Iterator[Violation]:
     if ctx.language == "zh":
         for m in _LATIN_WORD.finditer(plain.text):
             word = m.group(0).lower()
-            if word in _ZH_LATIN_OK or _BRANDS.fullmatch(word):
+            if word in _ZH_LATIN_OK or any(overlaps(m.span(), [n]) for n in named):
                 continue
             if not re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", facts.text):
                 yield Violation(

@@ -16,6 +16,7 @@ from service.api.fast_rank import FastRank
 from service.api.handlers import BodyLimit, install_error_handlers
 from service.ranker.jobs import GenerateFn
 from service.ranker.metrics import Metrics
+from service.ranker.record_sinks import RecordSink, kafka_record_sink
 from service.ranker.runtime import Runtime
 from service.settings import Settings
 
@@ -31,16 +32,24 @@ def create_app(
     generator: GenerateFn | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     fast_rank: bool = True,
+    sink: RecordSink | None = None,
+    feeds: bool = True,
 ) -> FastAPI:
     """The service app. ``generator`` replaces the copy generator the jobs load from
     ``settings.generator_model`` (for a caller that already holds one); ``fast_rank=False``
-    leaves ``POST /v1/rank`` to the FastAPI route alone (see ``service.api.fast_rank``)."""
+    leaves ``POST /v1/rank`` to the FastAPI route alone (see ``service.api.fast_rank``).
+    ``sink`` receives what the app publishes (default: a Kafka producer built at start-up, one
+    per worker) and ``feeds=False`` runs without Kafka consumers (see :class:`Runtime`): with
+    a memory sink, the whole HTTP surface runs without a broker."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = Runtime(settings, seed=seed, generator=generator, metrics=metrics).start()
+        out = sink if sink is not None else kafka_record_sink(settings)
+        rt = Runtime(
+            settings, out, seed=seed, generator=generator, metrics=metrics, feeds=feeds
+        ).start()
         app.state.runtime = rt
         try:
             yield

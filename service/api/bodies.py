@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.schemas import Channel, Identifier, Language
+from streams.schemas import Channel, Identifier, Language, Product
 
 #: bounds on the free-form ``user`` and ``context`` objects
 MAX_KEYS = 64
@@ -135,6 +135,46 @@ class ReloadResult(_Body):
     policy_reloaded: bool
     pools: int
     pid: int
+
+
+class FinetuneRequest(_Body):
+    products: list[Product] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="the catalog whose pools the round gates on and refreshes "
+        "(default: the last round's)",
+    )
+
+
+class FinetuneAccepted(_Body):
+    job_id: str
+    status_url: str
+
+
+class FinetuneJobView(_Body):
+    job_id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    created_at: str
+    finished_at: str | None = None
+    status: Literal["promoted", "rejected", "skipped"] | None = Field(
+        default=None, description="the round's outcome, once it succeeded"
+    )
+    reason: str | None = None
+    version: str | None = Field(default=None, description="the candidate's registry version")
+    examples: dict[str, int] = Field(default_factory=dict)
+    verdict: dict[str, Any] | None = Field(default=None, description="the promotion gate's")
+    refresh: list[dict[str, Any]] = Field(
+        default_factory=list, description="per product: kept, retired and added variants"
+    )
+    error: str | None = None
+
+
+class RollbackResult(_Body):
+    from_version: str
+    current: str | None = Field(description="the version serving now (null: the base model)")
+    generator_version: str
+    pools_restored: dict[str, int] = Field(description="product id -> its new pool_version")
 
 
 class ErrorBody(_Body):

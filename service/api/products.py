@@ -12,11 +12,19 @@ from service.api.bodies import ErrorBody, JobAccepted, JobView, PoolView, Varian
 from service.api.deps import runtime
 from service.errors import BadRequest
 from service.ranker.runtime import Runtime
-from streams.schemas import CHANNELS, Channel, Product
+from streams.schemas import (
+    CHANNELS,
+    IDENTIFIER_MAX_LENGTH,
+    IDENTIFIER_PATTERN,
+    Channel,
+    Product,
+)
 
 router = APIRouter(prefix="/v1", tags=["products"])
 
-ProductId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ProductId = Annotated[
+    str, Path(min_length=1, max_length=IDENTIFIER_MAX_LENGTH, pattern=IDENTIFIER_PATTERN)
+]
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 

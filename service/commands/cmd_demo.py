@@ -1,4 +1,4 @@
-"""``copyloop demo``: the whole loop on one machine with no set-up (see ``service/demo.py``):
+"""``copyloop demo``: the whole loop on one machine with no set-up (see ``service.demo``):
 local Kafka, the learner and the service, pools from the real generator, simulated shoppers;
 shows progress, the CTR the bandit earns beside uniform and oracle, and where the dashboard is.
 """
@@ -15,27 +15,26 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bandit.errors import ConfigError
+from bandit.presets import DEFAULT_PRESET, PRESETS, preset
 from service.demo.demo_stack import (
     Child,
     DemoError,
-    Shoppers,
-    Tally,
     child_env,
-    demo_products,
     publish_products,
-    shop_once,
     start_child,
     wait_ready,
 )
 from service.errors import SimulationError
 from service.settings import Settings
+from service.simulate.live import LiveShoppers, Tally, demo_products, shop_once
 from service.simulate.scenario import load_scenario
 from streams.errors import StreamsError
 from streams.kafka_local import LocalKafka
 from streams.topics import TopicAdmin
 
 console = Console()
-DEFAULT_SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "standard.json"
+DEFAULT_SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "standard.json"
 
 
 def _table(tally: Tally, url: str) -> Table:
@@ -45,7 +44,7 @@ def _table(tally: Tally, url: str) -> Table:
     table.add_row("decisions", str(tally.decisions))
     table.add_row("clicks", str(tally.clicks))
     for name, value in tally.rows().items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, value)
     table.add_row("policy version", tally.policy_version)
     table.add_row("request errors", str(tally.errors))
     return table
@@ -59,8 +58,18 @@ def demo(
     products: int = typer.Option(4, min=1, max=50, help="products (when the scenario counts)"),
     port: int = typer.Option(8000, min=1, max=65535, help="port of the HTTP service"),
     keep_running: bool = typer.Option(False, help="leave Kafka, service and learner running"),
+    preset_name: str = typer.Option(
+        DEFAULT_PRESET,
+        "--preset",
+        help=f"the bandit's settings for the learner and the service, one of {', '.join(PRESETS)}",
+    ),
 ) -> None:
     """Run the whole loop locally: Kafka, service, learner, generator and simulated shoppers."""
+    try:
+        preset(preset_name)
+    except ConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
     settings = Settings()
     url = f"http://127.0.0.1:{port}"
     children: list[Child] = []
@@ -81,8 +90,9 @@ def demo(
         TopicAdmin(bootstrap).ensure(settings.topics, partitions=settings.topic_partitions)
         env = child_env(settings, bootstrap, window_s=10.0, snapshot_s=5.0)
         logs = settings.data_dir.resolve() / "demo"
-        children.append(start_child("learner", ["learn", "--lateness", "2"], env, logs))
-        children.append(start_child("service", ["serve", "--port", str(port)], env, logs))
+        chosen = ["--preset", preset_name]
+        children.append(start_child("learner", ["learn", "--lateness", "2", *chosen], env, logs))
+        children.append(start_child("service", ["serve", "--port", str(port), *chosen], env, logs))
         client = httpx.Client(base_url=url, timeout=30.0)
         with console.status("starting the learner and the service"):
             wait_ready(client, children, timeout_s=180)
@@ -98,7 +108,7 @@ def demo(
                 scenario.pool_size,
                 on_done=lambda: progress.advance(task),
             )
-        shoppers = Shoppers(scenario, catalog, seed=scenario.seed)
+        shoppers = LiveShoppers(scenario, catalog, seed=scenario.seed)
         for product in catalog:
             pool = _wait_pool(client, product.product_id)
             shoppers.learn_pool(product, [v["text"] for v in pool["variants"]])
@@ -127,6 +137,7 @@ def demo(
                 child.stop()
             if kafka is not None and started_kafka:
                 kafka.down()
+    console.print(tally.summary(), highlight=False, soft_wrap=True)
     if keep_running:
         console.print(f"still running: dashboard {url}/dashboard; stop with Ctrl-C / kill")
 

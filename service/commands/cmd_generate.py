@@ -93,7 +93,7 @@ def generate_cmd(
     path = model or settings.generator_model
     try:
         with console.status("loading the model"):
-            gen = CopyGenerator.from_path(path, device=device, seed=seed)
+            gen = CopyGenerator.from_path(path, device=device)
         with console.status(f"writing {n} variants for {prod.product_id}"):
             report = generate(gen, prod, ch, n, seed=seed, pool_version=pool_version)
     except GeneratorError as exc:

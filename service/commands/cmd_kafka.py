@@ -8,6 +8,7 @@ from rich.console import Console
 from service.settings import Settings
 from streams.errors import StreamsError
 from streams.kafka_local import LocalKafka
+from streams.topics import TopicAdmin
 
 console = Console(stderr=True)
 kafka_app = typer.Typer(no_args_is_help=True, help="A local single-node Apache Kafka (KRaft).")
@@ -26,15 +27,28 @@ def _local_kafka(settings: Settings) -> LocalKafka:
 def kafka_up(
     timeout: float = typer.Option(180.0, help="seconds to wait for the broker to answer"),
 ) -> None:
-    """Start the broker (idempotent) and print its bootstrap address."""
+    """Start the broker and create the contract's topics (both idempotent); print its
+    bootstrap address.
+
+    The broker never creates a topic on first use, so the topics are made here: a client
+    outside the project (an ad server producing feedback) may then write before the service
+    or the learner has run."""
     settings = Settings()
     try:
         kafka = _local_kafka(settings)
         with console.status("starting Kafka") as status:
             bootstrap = kafka.up(timeout_s=timeout, step=lambda msg: status.update(msg))
+            status.update("creating topics")
+            admin = TopicAdmin(bootstrap)
+            try:
+                created = admin.ensure(settings.topics, partitions=settings.topic_partitions)
+            finally:
+                admin.close()
     except StreamsError as exc:
         raise _fail(str(exc)) from exc
     console.print(f"Kafka is up (log: {kafka.log_file})")
+    if created:
+        console.print(f"created topics: {', '.join(created)}")
     print(bootstrap)
 
 

@@ -1,10 +1,12 @@
-"""``copyloop learn``: the learner process (decisions ⨝ feedback → VW → checkpoint → announce).
+"""``copyloop learn``: the learner process (decisions ⨝ feedback → the bandit's model → checkpoint
+→ announce), with the model a named preset gives (``bandit.presets``; default the validated one).
 
 Stops cleanly on SIGTERM or Ctrl-C: it finishes the current batch, writes a checkpoint and
 exits. A SIGKILL loses nothing either: the next start resumes from the last checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -14,9 +16,10 @@ from types import FrameType
 import typer
 from rich.console import Console
 
-from bandit.errors import BanditError
+from bandit.errors import BanditError, ConfigError
 from bandit.learner import Learner, LearnerConfig
-from bandit.policy import EXPLORATIONS, PolicyConfig
+from bandit.policy import PolicyConfig
+from bandit.presets import DEFAULT_PRESET, PRESETS, preset
 from bandit.reward import RewardConfig
 from service.settings import Settings
 from streams.errors import StreamsError
@@ -25,11 +28,52 @@ from streams.topics import TopicAdmin
 console = Console(stderr=True)
 
 
+#: what ``--model`` (kept for older scripts) meant before presets: its preset
+_MODEL_PRESETS = {"vw": "vw-squarecb", "refit": "refit"}
+
+
+def learner_policy(
+    preset_name: str | None,
+    model: str | None = None,
+    exploration: str | None = None,
+    epsilon: float | None = None,
+) -> PolicyConfig:
+    """The learner's settings from its options: the preset (default the validated one), or the
+    one ``--model`` stands for, with ``--exploration`` / ``--epsilon`` applied to its model.
+    Raises :class:`ConfigError` naming the option."""
+    if model is not None:
+        if preset_name is not None:
+            raise ConfigError("`--model` and `--preset` both given: `--preset` alone is enough")
+        if model not in _MODEL_PRESETS:
+            raise ConfigError(f"`--model` must be vw or refit, got {model!r}")
+        preset_name = _MODEL_PRESETS[model]
+        console.print(f"note: --model {model} is the preset {preset_name!r} (prefer --preset)")
+    config = preset(DEFAULT_PRESET if preset_name is None else preset_name)
+    overrides = {
+        k: v for k, v in (("exploration", exploration), ("epsilon", epsilon)) if v is not None
+    }
+    if not overrides:
+        return config
+    known = {f.name for f in dataclasses.fields(config.model)}
+    for option in overrides:
+        if option not in known:
+            raise ConfigError(f"`--{option}` does not apply to the {config.name} model")
+    return PolicyConfig(dataclasses.replace(config.model, **overrides))  # type: ignore[arg-type]
+
+
 def learn(
-    exploration: str = typer.Option("squarecb", help=f"one of {', '.join(EXPLORATIONS)}"),
-    epsilon: float = typer.Option(0.05, help="exploration rate for epsilon and bag"),
-    model: str = typer.Option(
-        "vw", help="vw (VW's online learner) or refit (batch refits, Thompson sampling)"
+    preset_name: str | None = typer.Option(
+        None,
+        "--preset",
+        help=f"the bandit's settings, one of {', '.join(PRESETS)} (default: "
+        f"$COPYLOOP_BANDIT_PRESET, else {DEFAULT_PRESET})",
+    ),
+    exploration: str | None = typer.Option(
+        None, help="VW presets: override the exploration (squarecb, epsilon, bag, cover, softmax)"
+    ),
+    epsilon: float | None = typer.Option(None, help="override the preset's exploration floor"),
+    model: str | None = typer.Option(
+        None, help="older spelling of --preset: vw (vw-squarecb) or refit"
     ),
     seed: int = typer.Option(0, help="seed of the model's draws and VW's randomness"),
     lateness: float = typer.Option(60.0, help="event-time slack (s) before a window closes"),
@@ -55,10 +99,11 @@ def learn(
             topics=settings.topics,
             data_dir=settings.data_dir,
             reward=RewardConfig(window_s=settings.reward_window_s),
-            policy=PolicyConfig(
-                exploration=exploration,  # type: ignore[arg-type]
-                epsilon=epsilon,
-                model=model,  # type: ignore[arg-type]
+            policy=learner_policy(
+                preset_name if model is not None else preset_name or settings.bandit_preset,
+                model,
+                exploration,
+                epsilon,
             ),
             seed=seed,
             snapshot_every_s=settings.snapshot_every_s,

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bandit.errors import BanditError
 from bandit.reward import RewardConfig
-from service.replay.replay_eval import PolicySpec, ReplayConfig, ReplayResult, evaluate
+from service.replay.replay_eval import PolicySpec, ReplayConfig, ReplayResult, evaluate_replay
 from service.replay.replay_log import ReplayError, ReplayLog, log_files, read_dir, read_kafka
 from service.replay.replay_report import ESTIMATORS, ci_of, fmt, write_replay_report
 from service.settings import Settings
@@ -60,7 +60,7 @@ def _evaluate(log: ReplayLog, config: ReplayConfig, started: float) -> ReplayRes
                 tasks[name] = bar.add_task(f"scoring {name}", total=len(log.decisions))
             bar.advance(tasks[name], done)
 
-        return evaluate(log, config, started=started, step=step)
+        return evaluate_replay(log, config, started=started, step=step)
 
 
 def replay(

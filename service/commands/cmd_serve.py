@@ -6,10 +6,14 @@ or leaves them in its spool for the next start."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from bandit.errors import ConfigError
+from bandit.presets import DEFAULT_PRESET, PRESETS, preset
 from service.errors import ServiceError
 from service.ranker.keys import load_hash_key
 from service.settings import Settings
@@ -24,6 +28,12 @@ def serve(
     workers: int = typer.Option(1, min=1, max=64, help="worker processes"),
     access_log: bool = typer.Option(False, help="log every request (costs latency under load)"),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    preset_name: str | None = typer.Option(
+        None,
+        "--preset",
+        help=f"the bandit's settings until the learner's first snapshot, one of "
+        f"{', '.join(PRESETS)} (default: $COPYLOOP_BANDIT_PRESET, else {DEFAULT_PRESET})",
+    ),
 ) -> None:
     """Serve the rank, feedback, products and admin API (CONTRACT.md §4)."""
     import uvicorn
@@ -31,12 +41,16 @@ def serve(
     try:
         # checked here, so a bad variable or an unusable data folder fails before any worker
         # starts, with one line instead of a traceback per worker
+        if preset_name is not None:
+            preset(preset_name)
+            # the workers build their settings from the environment
+            os.environ["COPYLOOP_BANDIT_PRESET"] = preset_name
         settings = Settings()
         load_hash_key(settings.hash_key, settings.data_dir)
     except ValidationError as exc:
         console.print(f"[bold red]error:[/] settings: {describe(exc)}")
         raise typer.Exit(2) from exc
-    except (ServiceError, OSError) as exc:
+    except (ServiceError, ConfigError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
     console.print(

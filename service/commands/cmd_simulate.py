@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from service.simulate.kafka_loop import KafkaOptions
 
 console = Console(stderr=True)
+#: what ``--bandit`` (kept for older scripts) stands for; None: the default preset
+_BANDIT_PRESETS: dict[str, str | None] = {"sim": None, "vw": "vw-bag", "defaults": None}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -102,13 +104,19 @@ def simulate_command(
         int, typer.Option(min=0, help="override the scenario's decisions (0: keep)")
     ] = 0,
     seed: Annotated[int, typer.Option(help="override the scenario's seed (-1: keep)")] = -1,
-    bandit: Annotated[
-        str,
+    preset_name: Annotated[
+        str | None,
         typer.Option(
-            help="bandit settings: sim (policies.SIM_POLICY, the batch refit), vw "
-            "(policies.VW_SIM_POLICY, VW's online learner) or defaults"
+            "--preset",
+            help="the bandit's settings by name (bandit.presets; default: the default preset)",
         ),
-    ] = "sim",
+    ] = None,
+    bandit: Annotated[
+        str | None,
+        typer.Option(
+            help="older spelling of --preset: sim (the default preset), vw (vw-bag) or defaults"
+        ),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="generator model folder (default: the bootstrap model)")
     ] = None,
@@ -132,11 +140,19 @@ def simulate_command(
     policies on the same shoppers; write summary.json, learning curves and report.html."""
     if transport not in ("inprocess", "kafka"):
         raise _fail(f"`transport` must be inprocess or kafka, got {transport!r}")
-    if bandit not in ("sim", "vw", "defaults"):
-        raise _fail(f"`bandit` must be sim, vw or defaults, got {bandit!r}")
     # imported here: matplotlib, VW and the generator need not load for the other commands
-    from bandit.policy import PolicyConfig
-    from service.simulate.policies import SIM_POLICY, VW_SIM_POLICY
+    from bandit.presets import DEFAULT_PRESET, preset
+
+    if bandit is not None:
+        if preset_name is not None:
+            raise _fail("`--bandit` and `--preset` both given: `--preset` alone is enough")
+        if bandit not in _BANDIT_PRESETS:
+            raise _fail(f"`bandit` must be sim, vw or defaults, got {bandit!r}")
+        preset_name = _BANDIT_PRESETS[bandit] or DEFAULT_PRESET
+    try:
+        policy = preset(DEFAULT_PRESET if preset_name is None else preset_name)
+    except BanditError as exc:
+        raise _fail(str(exc)) from None
     from service.simulate.pool_source import GeneratorPools
     from service.simulate.run import SimulationConfig, simulate
     from service.simulate.scenario import load_scenario, parse_scenario
@@ -155,7 +171,7 @@ def simulate_command(
         options = _kafka_options(settings, out, batch) if transport == "kafka" else None
         config = SimulationConfig(
             transport=transport,  # type: ignore[arg-type]
-            policy={"sim": SIM_POLICY, "vw": VW_SIM_POLICY}.get(bandit, PolicyConfig()),
+            policy=policy,
             cache_dir=None if no_cache else (cache or settings.data_dir / "cache" / "simulate"),
             kafka=options,
             reference=reference,

@@ -1,37 +1,26 @@
 """The whole loop on one machine (``copyloop demo``): a local Kafka, the learner and the HTTP
-service as child processes, pools written by the real generator through ``PUT
-/v1/products``, and simulated shoppers who ask ``/v1/rank`` and report impressions and clicks
-through ``/v1/feedback``. Shoppers click with the scenario's known probabilities, so the demo
-can show the bandit's CTR beside what uniform choice and an oracle would have earned."""
+service as child processes, and pools written by the real generator through ``PUT
+/v1/products``. The shoppers who then ask ``/v1/rank`` and report through ``/v1/feedback`` are
+the simulator's (``service.simulate.live``): this module only starts, watches and stops the
+processes and talks to the service."""
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import numpy as np
 
-from generator.traits import detect_traits
 from service.errors import DemoError
 from service.settings import Settings
-from service.simulate.catalog import make_catalog
-from service.simulate.scenario import Scenario
 from streams.schemas import Product
-
-
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 @dataclass
@@ -128,118 +117,3 @@ def publish_products(
         time.sleep(0.3)
     if jobs:
         raise DemoError(f"generation did not finish for {sorted(jobs)}")
-
-
-@dataclass
-class Tally:
-    """Running figures: the bandit's clicks and, for the same shoppers, the click probability a
-    uniform choice and the best variant (oracle) would have had."""
-
-    window: int = 1000
-    decisions: int = 0
-    clicks: int = 0
-    expected_uniform: float = 0.0
-    expected_oracle: float = 0.0
-    recent: deque[tuple[int, float, float]] = field(default_factory=deque)
-    policy_version: str = "-"
-    errors: int = 0
-
-    def add(self, clicked: bool, uniform_p: float, oracle_p: float) -> None:
-        self.decisions += 1
-        self.clicks += clicked
-        self.expected_uniform += uniform_p
-        self.expected_oracle += oracle_p
-        self.recent.append((int(clicked), uniform_p, oracle_p))
-        if len(self.recent) > self.window:
-            self.recent.popleft()
-
-    def rows(self) -> dict[str, float]:
-        n = max(len(self.recent), 1)
-        return {
-            "bandit CTR (recent)": sum(r[0] for r in self.recent) / n,
-            "uniform CTR (expected, recent)": sum(r[1] for r in self.recent) / n,
-            "oracle CTR (expected, recent)": sum(r[2] for r in self.recent) / n,
-            "bandit CTR (all)": self.clicks / max(self.decisions, 1),
-            "uniform CTR (expected, all)": self.expected_uniform / max(self.decisions, 1),
-        }
-
-
-class Shoppers:
-    """Draws shoppers from the scenario's segments and decides their clicks from the traits of
-    the text they were shown (CONTRACT.md §6)."""
-
-    def __init__(self, scenario: Scenario, products: list[Product], seed: int) -> None:
-        self.scenario = scenario
-        self.products = products
-        self.rng = np.random.default_rng(seed)
-        self.base = math.log(scenario.base_ctr / (1 - scenario.base_ctr))
-        self.pools: dict[str, list[tuple[str, ...]]] = {}
-
-    def learn_pool(self, product: Product, texts: list[str]) -> None:
-        self.pools[product.product_id] = [
-            tuple(
-                detect_traits(
-                    t, language=product.language, channel=self.scenario.channel, brand=product.brand
-                )
-            )
-            for t in texts
-        ]
-
-    def p_click(self, segment: int, traits: tuple[str, ...]) -> float:
-        effects = self.scenario.segments[segment].trait_effects
-        return _sigmoid(self.base + sum(effects.get(t, 0.0) for t in traits))
-
-    def arrive(self) -> tuple[int, dict[str, Any], Product]:
-        s = int(self.rng.choice(len(self.scenario.segments), p=self.scenario.weights))
-        spec = self.scenario.segments[s].user
-        user: dict[str, Any] = {"user_id": f"demo-{s}-{int(self.rng.integers(0, 200))}"}
-        if spec.age is not None:
-            user["age"] = int(self.rng.integers(spec.age[0], spec.age[1] + 1))
-        if spec.gender is not None:
-            user["gender"] = spec.gender
-        if spec.city_tier is not None:
-            user["city_tier"] = spec.city_tier
-        product = self.products[int(self.rng.integers(0, len(self.products)))]
-        return s, user, product
-
-
-def shop_once(client: httpx.Client, shoppers: Shoppers, tally: Tally) -> None:
-    s, user, product = shoppers.arrive()
-    r = client.post(
-        "/v1/rank",
-        json={
-            "product_id": product.product_id,
-            "channel": shoppers.scenario.channel,
-            "user": user,
-            "context": {"device": "app"},
-        },
-    )
-    if r.status_code != 200:
-        tally.errors += 1
-        return
-    answer = r.json()
-    tally.policy_version = answer["policy_version"]
-    traits = tuple(
-        detect_traits(
-            answer["text"],
-            language=product.language,
-            channel=shoppers.scenario.channel,
-            brand=product.brand,
-        )
-    )
-    p = shoppers.p_click(s, traits)
-    probs = [shoppers.p_click(s, ts) for ts in shoppers.pools.get(product.product_id, [traits])]
-    clicked = bool(shoppers.rng.random() < p)
-    eid = answer["event_id"]
-    feedback = [{"feedback_id": f"{eid}-i", "event_id": eid, "kind": "impression"}]
-    if clicked:
-        feedback.append({"feedback_id": f"{eid}-c", "event_id": eid, "kind": "click"})
-    if client.post("/v1/feedback", json=feedback).status_code != 202:
-        tally.errors += 1
-    tally.add(clicked, sum(probs) / len(probs), max(probs))
-
-
-def demo_products(scenario: Scenario) -> list[Product]:
-    if isinstance(scenario.products, list):
-        return scenario.products
-    return make_catalog(scenario.products, scenario.language, scenario.seed)

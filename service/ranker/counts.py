@@ -8,35 +8,15 @@ before its decision (they travel on different topics) waits in a bounded buffer.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from bandit.ope_stats import wilson_interval
 from streams.schemas import Decision, Feedback
-
-#: z for a two-sided 95% interval
-Z95 = 1.959963984540054
 
 _IMPRESSION = 1
 _CLICK = 2
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion; ``(0, 1)`` with no trials.
-
-    Wilson rather than the normal approximation: it stays inside [0, 1] and is sensible at
-    the small counts a fresh variant has."""
-    if trials < 0 or not 0 <= successes <= trials:
-        raise ValueError(f"`successes` must be in [0, trials], got {successes} of {trials}")
-    if trials == 0:
-        return (0.0, 1.0)
-    p = successes / trials
-    z2 = z * z
-    denom = 1 + z2 / trials
-    centre = (p + z2 / (2 * trials)) / denom
-    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass(frozen=True)

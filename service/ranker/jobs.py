@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -51,29 +51,48 @@ class JobStatus:
         return asdict(self)
 
 
-class JobStore:
-    """One JSON file per job, replaced atomically on each state change."""
+class _Stored(Protocol):
+    @property
+    def job_id(self) -> str: ...
 
-    def __init__(self, folder: Path) -> None:
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=_Stored)
+
+
+class JsonStore(Generic[S]):
+    """One JSON file per job, replaced atomically on each state change; ``load`` turns a file's
+    object back into a status."""
+
+    def __init__(self, folder: Path, load: Callable[[dict[str, Any]], S]) -> None:
         self.folder = folder
+        self._load = load
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.json"
 
-    def put(self, status: JobStatus) -> None:
+    def put(self, status: S) -> None:
         path = self._path(status.job_id)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(status.to_dict()))
         os.replace(tmp, path)
 
-    def get(self, job_id: str) -> JobStatus:
+    def get(self, job_id: str) -> S:
         try:
             uuid.UUID(job_id)  # also keeps the id from naming any other file
             data = json.loads(self._path(job_id).read_text())
         except (ValueError, FileNotFoundError):
             raise NotFound("job_id", f"no such job: {job_id!r}") from None
-        return JobStatus(**data)
+        return self._load(data)
+
+
+class JobStore(JsonStore[JobStatus]):
+    """The generation jobs' states."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, lambda data: JobStatus(**data))
 
 
 def model_generator(path: Path | str | None) -> GenerateFn:
@@ -87,9 +106,11 @@ def model_generator(path: Path | str | None) -> GenerateFn:
             if not loaded:
                 from generator.model import CopyGenerator  # heavy: torch and transformers
 
-                loaded[0] = CopyGenerator.from_path(path, device=None, seed=seed)
+                loaded[0] = CopyGenerator.from_path(path, device=None)
             model = loaded[0]
-        pool: VariantPool = model.generate_pool(product, channel, n, seed=seed)
+        from generator.sampling import generate
+
+        pool: VariantPool = generate(model, product, channel, n, seed=seed).pool
         return pool
 
     return generate

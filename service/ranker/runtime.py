@@ -21,6 +21,8 @@ from typing import IO, Any
 
 from bandit.errors import FeatureError
 from bandit.features import encode_context
+from bandit.policy import Policy
+from bandit.presets import DEFAULT_PRESET, preset
 from bandit.snapshot import PolicyHolder
 from service.errors import BadRequest, ServiceError
 from service.ranker.counts import VariantStats
@@ -29,11 +31,11 @@ from service.ranker.jobs import GenerateFn, GenerationJobs, JobStore, model_gene
 from service.ranker.keys import load_hash_key
 from service.ranker.metrics import Metrics, RuntimeFigures
 from service.ranker.pool_cache import PoolCache
+from service.ranker.record_sinks import RecordSink
 from service.ranker.spool import Deliver, Record, SpoolingPublisher
 from service.settings import Settings
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
-from streams.producer import KafkaEventSink
 from streams.schemas import (
     Channel,
     Decision,
@@ -112,14 +114,25 @@ class Ranked:
 
 
 class Runtime:
+    """One ranker's state and its background work.
+
+    ``sink`` is where published records go (``kafka_record_sink(settings)`` when serving, a
+    :class:`~service.ranker.record_sinks.MemoryRecordSink` in tests); the runtime owns it from
+    then on and closes it. ``feeds=False`` starts no Kafka consumers (and ensures no topics):
+    pools then arrive only through :meth:`publish_pool`, no snapshot is announced and counts
+    stay empty, and the runtime is ready at once, which is what HTTP tests without a broker
+    want."""
+
     def __init__(
         self,
         settings: Settings,
+        sink: RecordSink,
         *,
         seed: int = 0,
         generator: GenerateFn | None = None,
         max_queued_jobs: int = 16,
         metrics: Metrics | None = None,
+        feeds: bool = True,
     ) -> None:
         self.settings = settings
         self.topics = settings.topics
@@ -127,20 +140,12 @@ class Runtime:
         self.metrics = metrics if metrics is not None else Metrics()
         self.pools = PoolCache()
         self.stats = VariantStats()
-        self.policy = PolicyHolder(seed=seed)
+        # the configured preset until the learner's first snapshot arrives
+        initial = preset(settings.bandit_preset or DEFAULT_PRESET)
+        self.policy = PolicyHolder(Policy(initial, seed), seed=seed)
         self.hash_key = load_hash_key(settings.hash_key, settings.data_dir)
-        self.sink = KafkaEventSink(
-            settings.kafka_bootstrap,
-            client_id="copyloop-ranker",
-            # bounded timeouts: a record's fate is known within seconds, so the publisher can
-            # spool it (see service.ranker.spool). The request timeout is generous on purpose: a
-            # produce request that times out may still have been written by a slow broker (one
-            # just restarted, on a loaded machine), and spooling it again would duplicate it
-            delivery_timeout_ms=15000,
-            request_timeout_ms=10000,
-            max_block_ms=1500,
-            reconnect_backoff_max_ms=500,
-        )
+        self.sink = sink
+        self.feeds = feeds
         spool_dir, self._spool_lock = claim_spool_dir(settings.data_dir / "spool")
         self.publisher = SpoolingPublisher(
             PacedDeliver(self.sink.deliver),
@@ -179,10 +184,11 @@ class Runtime:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Runtime:
-        self._ensure_topics()
         self.publisher.start()
-        self.state.start()
-        self.stats_feed.start()
+        if self.feeds:
+            self._ensure_topics()
+            self.state.start()
+            self.stats_feed.start()
         return self
 
     def _ensure_topics(self) -> None:
@@ -212,8 +218,9 @@ class Runtime:
     # -- state ----------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Ready once the pools and the latest announced snapshot are loaded."""
-        return self.state.caught_up
+        """Ready once the pools and the latest announced snapshot are loaded (at once without
+        feeds: there is nothing to catch up on)."""
+        return self.state.caught_up or not self.feeds
 
     def figures(self) -> RuntimeFigures:
         s = self.publisher.stats

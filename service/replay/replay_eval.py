@@ -59,7 +59,7 @@ class PolicySpec:
 
 
 @dataclass(frozen=True)
-class Joined:
+class JoinedLog:
     """The decisions that were seen (row indices into the log) and their rewards."""
 
     rows: NDArray[np.intp]
@@ -78,7 +78,7 @@ def reward_table(config: RewardConfig) -> NDArray[np.float64]:
     return table
 
 
-def join(log: ReplayLog, config: RewardConfig = DEFAULT_REWARD) -> Joined:
+def join(log: ReplayLog, config: RewardConfig = DEFAULT_REWARD) -> JoinedLog:
     d, f = log.decisions, log.feedback
     n, m = len(d), len(f)
     # reversed so that the first occurrence of an id is the one the dict keeps
@@ -112,7 +112,7 @@ def join(log: ReplayLog, config: RewardConfig = DEFAULT_REWARD) -> Joined:
         "joined": len(rows),
         "unseen": len(first) - len(rows),
     }
-    return Joined(rows, value[rows], stats)
+    return JoinedLog(rows, value[rows], stats)
 
 
 # -- candidate policies ------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def target_dist(
     return out
 
 
-def reward_model(
+def mean_reward_model(
     codes: NDArray[np.int32],
     action: NDArray[np.intp],
     reward: NDArray[np.float64],
@@ -241,7 +241,7 @@ class ReplayResult:
         }
 
 
-def evaluate(
+def evaluate_replay(
     log: ReplayLog,
     config: ReplayConfig,
     *,
@@ -262,7 +262,7 @@ def evaluate(
     d = log.decisions
     rows = joined.rows
     action, pscore, reward = d.action[rows], d.pscore[rows], joined.reward
-    q = reward_model(d.action_codes[rows], action, reward, seed=config.seed)
+    q = mean_reward_model(d.action_codes[rows], action, reward, seed=config.seed)
     if d.missing_pscore:
         warnings.append(
             f"{d.missing_pscore} decisions had no `pscore`; it was taken from `action_dist[action]`"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -19,47 +18,16 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import ValidationError
 
+from bandit.wire import MAX_ACTIONS, AwareTime, DecisionRow, EventIdText
 from service.errors import ReplayError
 from streams.schemas import Decision, Feedback
 from streams.serde import describe
 
-_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-# Event ids are read as strings and checked as UUIDs on whole arrays (``canonical_uuids``):
-# msgspec's own UUID type costs more than the rest of a feedback line.
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-
-
-class DecisionRow(msgspec.Struct, gc=False):
-    """What replay reads of a ``Decision``; unknown and unneeded fields are skipped."""
-
-    event_id: _Id
-    ts: _Aware
-    #: kept as raw JSON: a log repeats a few pools many times, each is decoded once
-    actions: msgspec.Raw
-    action: Annotated[int, msgspec.Meta(ge=0)]
-    action_dist: Annotated[list[float], msgspec.Meta(min_length=1, max_length=256)]
-    #: optional here so that a log without it can still be replayed, with a warning
-    pscore: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    schema_version: Literal[1] = 1
-
-    @classmethod
-    def of(cls, d: Decision) -> DecisionRow:
-        return cls(
-            str(d.event_id),
-            d.ts,
-            msgspec.Raw(msgspec.json.encode(d.actions)),
-            d.action,
-            d.action_dist,
-            d.pscore,
-        )
-
 
 class FeedbackRow(msgspec.Struct, gc=False):
     feedback_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    event_id: _Id
-    ts: _Aware
+    event_id: EventIdText
+    ts: AwareTime
     kind: Literal["impression", "click", "add_to_cart", "purchase"]
     schema_version: Literal[1] = 1
 
@@ -71,7 +39,7 @@ class FeedbackRow(msgspec.Struct, gc=False):
 POOL = msgspec.json.Decoder(
     Annotated[
         list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]],
-        msgspec.Meta(min_length=1, max_length=256),
+        msgspec.Meta(min_length=1, max_length=MAX_ACTIONS),
     ]
 )
 

@@ -24,9 +24,9 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from bandit.wire import DecisionRow
 from service.replay.replay_lines import (
     POOL,
-    DecisionRow,
     FeedbackRow,
     ReplayError,
     bad_line,

@@ -111,14 +111,35 @@ _KINDS: tuple[_Kind, ...] = (
 )
 
 
+def _evidence(rng: random.Random, language: Language) -> dict[str, str]:
+    """The facts a real listing carries and copy may cite (docs/guardrails.md): a rating for
+    most products, a review count and monthly sales for many; without them the guardrails
+    reject ratings, reviews and best-seller claims, as they must."""
+    out: dict[str, str] = {}
+    if rng.random() < 0.8:
+        out["评分" if language == "zh" else "rating"] = f"{rng.choice((4.5, 4.6, 4.7, 4.8, 4.9))}"
+    if rng.random() < 0.6:
+        count = rng.choice((320, 860, 1200, 2500, 5400))
+        out["评价数" if language == "zh" else "reviews"] = f"{count:,}"
+    if rng.random() < 0.5:
+        sold = rng.choice((500, 1000, 2000, 5000))
+        out["销量" if language == "zh" else "sales"] = (
+            f"月销{sold}+" if language == "zh" else f"{sold:,}+ sold a month"
+        )
+    return out
+
+
 def make_catalog(n: int, language: Language, seed: int) -> list[Product]:
     """``n`` products spread over the categories (round robin, so a small catalog still spans
-    several), each with a list price, a sale price for about half of them, and attributes."""
+    several), each with a list price, a sale price for about half of them, attributes, and for
+    most of them a rating, reviews or sales figures."""
     if not 1 <= n <= 5000:
         raise ValueError(f"`n` must be in [1, 5000], got {n}")
     if language not in ("zh", "en"):
         raise ValueError(f"`language` must be zh or en, got {language!r}")
     rng = random.Random(seed)  # noqa: S311 - a simulation, not a secret
+    # a stream of its own, so that the products' other draws do not move with it
+    facts = random.Random(f"{seed}-evidence")  # noqa: S311
     order = list(range(len(_KINDS)))
     rng.shuffle(order)
     products = []
@@ -131,6 +152,7 @@ def make_catalog(n: int, language: Language, seed: int) -> list[Product]:
         if rng.random() < 0.5:
             sale = float(round(price * rng.choice((0.7, 0.8, 0.85, 0.9))))
         attributes = {k: rng.choice(v) for k, v in kind.attributes[language].items()}
+        attributes.update(_evidence(facts, language))
         title = f"{brand}{noun}" if language == "zh" else f"{brand} {noun}"
         products.append(
             Product(

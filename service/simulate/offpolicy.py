@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bandit import ope
+from bandit.logistic import fit_logistic
 from bandit.policy import Policy
 from service.simulate.policies import Trace
 from service.simulate.world import FloatArray, Shoppers, World
@@ -36,25 +37,7 @@ def _tokens(ctx: dict[str, FeatureValue], feats: ActionFeatures) -> list[str]:
     return ["bias", *action, *(f"{u}&{a}" for u in user for a in action)]
 
 
-def _fit_logistic(x: FloatArray, y: FloatArray, l2: float = 1.0, iters: int = 25) -> FloatArray:
-    """Newton's method on the penalised log-likelihood (the bias is not penalised)."""
-    w = np.zeros(x.shape[1])
-    prior = float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
-    w[0] = np.log(prior / (1 - prior))
-    penalty = np.full(x.shape[1], l2)
-    penalty[0] = 0.0
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + penalty * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if float(np.abs(step).max()) < 1e-6:
-            break
-    return w
-
-
-def reward_model(
+def logistic_reward_model(
     world: World, shoppers: Shoppers, log: Trace, folds: int = 2, seed: int = 0
 ) -> FloatArray:
     """``q[t, k]``: the predicted click probability of variant ``k`` for shopper ``t``
@@ -91,8 +74,11 @@ def reward_model(
     valid = which >= 0
     for f in range(folds):
         train = fold != f
-        w = _fit_logistic(design[logged[train]], y[train])
-        p_rows = 1.0 / (1.0 + np.exp(-(design @ w)))
+        # column 0 is the bias: the fit's own (unpenalised) intercept
+        fit = fit_logistic(design[logged[train]][:, 1:], y[train], l2=1.0)
+        p_rows = (
+            fit.predict(design[:, 1:]) if fit is not None else np.full(len(design), y[train].mean())
+        )
         test = (fold == f)[:, None] & valid
         q[test] = p_rows[which[test]]
     return q
@@ -144,7 +130,7 @@ class OffPolicy:
         }
 
 
-def evaluate(
+def evaluate_off_policy(
     policy: Policy,
     world: World,
     shoppers: Shoppers,
@@ -157,6 +143,6 @@ def evaluate(
     dist = target_distribution(policy, world, shoppers, advance)
     rows = world.prob[shoppers.segment, shoppers.product]
     true_value = float(np.mean(np.nansum(dist * np.nan_to_num(rows), axis=1)))
-    q = reward_model(world, shoppers, log, seed=seed)
+    q = logistic_reward_model(world, shoppers, log, seed=seed)
     found = ope.estimate(log.click.astype(np.float64), log.action, log.pscore, dist, q, alpha=0.05)
     return OffPolicy(found["ips"], found["snips"], found["dr"], true_value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 import generator
 from generator.errors import GeneratorError
+from generator.guardrails import GuardrailConfig
 from service.errors import SimulationError
 from streams.schemas import Channel, Product, VariantPool
 
@@ -27,13 +29,17 @@ class PoolSource(Protocol):
     @property
     def version(self) -> str: ...
 
-    def pool(self, product: Product, channel: Channel, n: int, seed: int) -> VariantPool: ...
+    def pool(
+        self, product: Product, channel: Channel, n: int, seed: int, *, today: date
+    ) -> VariantPool: ...
 
 
-def _key(products: Sequence[Product], channel: str, n: int, seed: int, version: str) -> str:
+def _key(
+    products: Sequence[Product], channel: str, n: int, seed: int, version: str, today: date
+) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([p.model_dump(mode="json") for p in products], sort_keys=True).encode())
-    h.update(f"|{channel}|{n}|{seed}|{version}".encode())
+    h.update(f"|{channel}|{n}|{seed}|{version}|{today.isoformat()}".encode())
     return h.hexdigest()[:20]
 
 
@@ -44,13 +50,16 @@ def build_pools(
     channel: Channel,
     n: int,
     seed: int,
+    today: date,
     cache_dir: Path | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> list[VariantPool]:
-    """One pool per product (seeded per product); read from / written to ``cache_dir``."""
+    """One pool per product (seeded per product), written as of ``today`` (the guardrails judge
+    festive copy against it); read from / written to ``cache_dir``."""
     path = None
     if cache_dir is not None:
-        path = cache_dir / f"pools-{_key(products, channel, n, seed, source.version)}.json"
+        key = _key(products, channel, n, seed, source.version, today)
+        path = cache_dir / f"pools-{key}.json"
         cached = _read(path, len(products))
         if cached is not None:
             if advance is not None:
@@ -58,7 +67,7 @@ def build_pools(
             return cached
     pools = []
     for i, product in enumerate(products):
-        pool = source.pool(product, channel, n, seed * 100_003 + i)
+        pool = source.pool(product, channel, n, seed * 100_003 + i, today=today)
         if pool.product_id != product.product_id:
             raise SimulationError(
                 "pools", f"the generator answered {pool.product_id} for {product.product_id}"
@@ -141,11 +150,14 @@ class GeneratorPools:
                 raise SimulationError("generator_model", str(exc)) from exc
         return self._gen
 
-    def pool(self, product: Product, channel: Channel, n: int, seed: int) -> VariantPool:
+    def pool(
+        self, product: Product, channel: Channel, n: int, seed: int, *, today: date
+    ) -> VariantPool:
         from generator.sampling import generate
 
+        rules = GuardrailConfig(today=today)
         try:
-            report = generate(self._generator(), product, channel, n, seed=seed)
+            report = generate(self._generator(), product, channel, n, seed=seed, guardrails=rules)
         except GeneratorError as exc:
             raise SimulationError("pools", f"{product.product_id}: {exc}") from exc
         self.sampled += report.sampled

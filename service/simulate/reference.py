@@ -6,9 +6,9 @@ of 2 % and trait effects of 0.3 log-odds, 20,000 decisions hold too few clicks f
 to tell the best variant from the next. This learner is given what the bandit is not - each
 shopper's segment and the true form of the click model (CONTRACT.md §6: log-odds additive in the
 shown text's traits) - and learns only the effects, by Thompson sampling on a Bayesian logistic
-regression per segment (Laplace approximation, refitted by Newton's method every ``refit_every``
-decisions). Where it misses the bar, the world is hard at that size; where it meets the bar and
-the bandit does not, the bandit is the one to improve.
+regression per segment (``bandit.logistic``'s fit and its Laplace approximation, refitted every
+``refit_every`` decisions). Where it misses the bar, the world is hard at that size; where it
+meets the bar and the bandit does not, the bandit is the one to improve.
 
 It reads the same shoppers and click uniforms as every policy (common random numbers). It is a
 yardstick - in every simulation's summary (``reference``) and in the sweeps - not a policy to
@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bandit.logistic import fit_logistic, laplace_precision
 from service.errors import SimulationError
 from service.simulate.policies import Trace
 from service.simulate.world import FloatArray, Shoppers, World
 from streams.schemas import TRAITS
-
-_NEWTON_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class ReferenceConfig:
     refit_every: int = 250
     #: prior precision of each trait effect (a N(0, 1) prior: effects of a few log-odds at most)
     prior_precision: float = 1.0
-    #: prior precision of each segment's intercept (nearly flat)
+    #: prior precision of each segment's intercept in the posterior's spread (nearly flat; the
+    #: mode's intercept is not penalised)
     intercept_precision: float = 0.01
 
     def __post_init__(self) -> None:
@@ -61,48 +61,36 @@ def trait_matrix(world: World) -> list[FloatArray]:
     return out
 
 
-def _sigmoid(z: FloatArray) -> FloatArray:
-    out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
-    return out
-
-
-def _penalised_loss(x: FloatArray, y: FloatArray, precision: FloatArray, w: FloatArray) -> float:
-    z = x @ w
-    return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(precision * w * w))
-
-
-def fit_logistic(
-    x: FloatArray, y: FloatArray, precision: FloatArray, start: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """The posterior mode and covariance (Laplace) of a logistic regression with a zero-mean
-    Gaussian prior of diagonal ``precision``, by Newton's method from ``start`` with a
-    backtracking line search (a full Newton step can overshoot when clicks are rare and
-    diverge; each accepted step lowers the penalised loss)."""
-    w = start.copy() if np.all(np.isfinite(start)) else np.zeros_like(start)
-    prior = np.diag(precision)
-    loss = _penalised_loss(x, y, precision, w)
-    for _ in range(_NEWTON_STEPS):
-        p = _sigmoid(x @ w)
-        grad = x.T @ (p - y) + precision * w
-        hessian = (x * (p * (1.0 - p))[:, None]).T @ x + prior
-        step = np.linalg.solve(hessian, grad)
-        size = 1.0
-        while True:
-            trial = w - size * step
-            trial_loss = _penalised_loss(x, y, precision, trial)
-            if trial_loss <= loss - 1e-4 * size * float(grad @ step) or size < 1e-6:
-                break
-            size *= 0.5
-        if trial_loss > loss:  # no descent left: at the mode, to numerical precision
-            break
-        moved = float(np.abs(w - trial).max())
-        w, loss = trial, trial_loss
-        if moved < 1e-7:
-            break
-    p = _sigmoid(x @ w)
-    hessian = (x * (p * (1.0 - p))[:, None]).T @ x + prior
-    cov: FloatArray = np.linalg.inv(hessian).astype(np.float64)
-    return w, cov
+def _posterior(
+    x: FloatArray, y: FloatArray, cfg: ReferenceConfig
+) -> tuple[FloatArray, FloatArray] | None:
+    """The posterior mean and covariance (Laplace) of one segment's effects, in ``x``'s layout
+    (intercept first), from the project's logistic fit (``bandit.logistic``); None while the
+    segment has seen a single outcome. Shown texts repeat, so identical rows are fitted once,
+    weighted by their count."""
+    rows, which = np.unique(x[:, 1:], axis=0, return_inverse=True)
+    which = which.ravel()
+    clicks = np.bincount(which, weights=y, minlength=len(rows))
+    shown = np.bincount(which, minlength=len(rows)).astype(np.float64)
+    # each distinct row twice: once as the clicks' (label 1), once as the rest's (label 0)
+    labels: FloatArray = np.repeat([1.0, 0.0], len(rows))
+    counts = np.concatenate([clicks, shown - clicks])
+    keep = counts > 0
+    design = np.vstack([rows, rows])[keep]
+    labels, counts = labels[keep], counts[keep]
+    fit = fit_logistic(design, labels, l2=cfg.prior_precision, weights=counts)
+    if fit is None:
+        return None
+    precision = laplace_precision(
+        design,
+        fit,
+        l2=cfg.prior_precision,
+        intercept_precision=cfg.intercept_precision,
+        weights=counts,
+    )
+    order = np.roll(np.arange(x.shape[1]), 1)  # the fit puts the intercept last
+    cov: FloatArray = np.linalg.inv(precision[np.ix_(order, order)]).astype(np.float64)
+    return np.append(fit.intercept, fit.coef), cov
 
 
 def run_reference(
@@ -139,12 +127,14 @@ def run_reference(
         seen_y[s].append(1.0 if shoppers.u[t] < p else 0.0)
         if (t + 1) % cfg.refit_every == 0:
             for q in range(n_seg):
-                if seen_x[q]:
-                    m, cov = fit_logistic(
-                        np.asarray(seen_x[q]), np.asarray(seen_y[q]), precision, mean[q]
-                    )
-                    mean[q] = m
-                    chol[q] = np.linalg.cholesky(cov + 1e-12 * np.eye(dim))
+                found = (
+                    _posterior(np.asarray(seen_x[q]), np.asarray(seen_y[q]), cfg)
+                    if seen_x[q]
+                    else None
+                )
+                if found is not None:
+                    mean[q] = found[0]
+                    chol[q] = np.linalg.cholesky(found[1] + 1e-12 * np.eye(dim))
             if advance is not None:
                 advance(cfg.refit_every)
     if advance is not None and n % cfg.refit_every:

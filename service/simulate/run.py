@@ -13,18 +13,13 @@ from typing import Any, Literal
 from rich.progress import Progress
 
 from bandit.policy import PolicyConfig
+from bandit.presets import DEFAULT_PRESET, preset, preset_name
 from service.errors import SimulationError
 from service.simulate import policies
 from service.simulate.catalog import make_catalog
 from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
-from service.simulate.offpolicy import OffPolicy, evaluate
-from service.simulate.policies import (
-    SIM_POLICY,
-    VW_SIM_POLICY,
-    BanditRun,
-    Trace,
-    run_bandit_inprocess,
-)
+from service.simulate.offpolicy import OffPolicy, evaluate_off_policy
+from service.simulate.policies import BanditRun, Trace, run_bandit_inprocess
 from service.simulate.pool_source import PoolSource, build_pools
 from service.simulate.reference import reference_figures, run_reference
 from service.simulate.report import CTR_PLOT, REGRET_PLOT, plot_ctr, plot_regret, write_report
@@ -40,8 +35,8 @@ class SimulationConfig:
     """How a scenario is run (the scenario says what the world is)."""
 
     transport: Transport = "inprocess"
-    #: the bandit's exploration and learning settings (see ``policies.SIM_POLICY``)
-    policy: PolicyConfig = SIM_POLICY
+    #: the bandit's model and settings (default: the default preset of ``bandit.presets``)
+    policy: PolicyConfig = field(default_factory=lambda: preset(DEFAULT_PRESET))
     #: keys the shopper-id hash; simulated shoppers are nobody, so a fixed key is fine
     hash_key: bytes = b"copyloop-simulator"
     #: returning users per segment: a shopper's age and device stay the same across visits
@@ -95,17 +90,10 @@ class _Steps:
 
 
 def _bandit_note(config: PolicyConfig, bandit: BanditRun) -> str:
-    which = (
-        "the simulator's settings (service.simulate.policies.SIM_POLICY: batch refits, "
-        "Thompson sampling)"
-        if config == SIM_POLICY
-        else "VW's online learner (service.simulate.policies.VW_SIM_POLICY)"
-        if config == VW_SIM_POLICY
-        else "the policy's defaults"
-        if config == PolicyConfig()
-        else "custom settings"
-    )
-    return f"bandit: {which}; learning delay: {bandit.learning.get('delay')}"
+    name = preset_name(config)
+    which = f"preset {name!r} (bandit.presets)" if name else f"custom {config.name} settings"
+    default = " (the default)" if name == DEFAULT_PRESET else ""
+    return f"bandit: {which}{default}; learning delay: {bandit.learning.get('delay')}"
 
 
 def _reference_note(reference: dict[str, Any]) -> str:
@@ -145,6 +133,7 @@ def simulate(
         channel=scenario.channel,
         n=scenario.pool_size,
         seed=scenario.seed,
+        today=scenario.copy_date,
         cache_dir=cfg.cache_dir,
         advance=steps.task("generating pools", len(products)),
     )
@@ -194,7 +183,7 @@ def simulate(
         mark = time.perf_counter()
         # the uniform policy's log with its own click draws (see ``Shoppers.u_log``)
         log = policies.uniform(world, shoppers, u=shoppers.u_log)
-        off_policy = evaluate(
+        off_policy = evaluate_off_policy(
             bandit.policy, world, shoppers, log, seed=scenario.seed,
             advance=steps.task("off-policy evaluation", shoppers.n),
         )  # fmt: skip
@@ -216,7 +205,11 @@ def simulate(
         extra={
             "seed": scenario.seed,
             "transport": cfg.transport,
-            "bandit": {"config": cfg.policy.to_dict(), **bandit.learning},
+            "bandit": {
+                "preset": preset_name(cfg.policy),
+                "config": cfg.policy.to_dict(),
+                **bandit.learning,
+            },
             "pools": pool_info,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         },

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.errors import ScenarioError
@@ -34,6 +37,11 @@ _AGE_BANDS: tuple[tuple[int, int], ...] = (
 MAX_EFFECT = 5.0
 #: channels a random scenario draws from (the short ones: pools of long copy generate slowly)
 _RANDOM_CHANNELS: tuple[Channel, ...] = ("ad_headline", "push")
+#: the devices a shopper is drawn with (each keeps one)
+DEVICES: tuple[str, ...] = ("ios", "android", "web", "mini_program")
+
+#: the default date simulated pools are written for (see ``Scenario.copy_date``)
+SIMULATED_DATE = date(2026, 12, 1)
 
 
 class _Strict(BaseModel):
@@ -90,6 +98,9 @@ class Scenario(_Strict):
     #: decisions between fine-tune rounds (0: never); rounds are not run until fine-tuning lands
     finetune_every: int = Field(default=0, ge=0)
     pool_size: int = Field(default=8, ge=2, le=64)
+    #: the date the pools are written for: the guardrails judge festive copy against it, so a
+    #: scenario gives the same pools whatever day it runs (optional; a winter default)
+    copy_date: date = SIMULATED_DATE
 
     @field_validator("products")
     @classmethod
@@ -132,6 +143,36 @@ class Scenario(_Strict):
     @property
     def n_products(self) -> int:
         return self.products if isinstance(self.products, int) else len(self.products)
+
+    def click_probability(self, segment: int, traits: Iterable[str]) -> float:
+        """The known chance that a shopper of ``segment`` clicks text carrying ``traits``: the
+        base rate's log-odds plus the segment's effect of each trait. The one click model of
+        the simulator's world and of the demo's live shoppers, so the two measure alike."""
+        effects = self.segments[segment].trait_effects
+        z = math.log(self.base_ctr / (1.0 - self.base_ctr)) + sum(
+            effects.get(t, 0.0) for t in traits
+        )
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def draw_user(
+        self, segment: int, who: int, *, seed: int, prefix: str = "shopper"
+    ) -> tuple[dict[str, object], str]:
+        """Shopper ``who`` of ``segment``, as a request carries them, and their device.
+
+        Age and device come from the shopper's own random stream (``seed``, segment, who), so
+        a returning shopper keeps them whatever the order of arrivals; gender and city tier are
+        the segment's. A field the segment leaves out is not sent at all."""
+        spec = self.segments[segment].user
+        rng = np.random.default_rng([seed, segment, who])
+        user: dict[str, object] = {"user_id": f"{prefix}-{segment}-{who}"}
+        if spec.age is not None:
+            user["age"] = int(rng.integers(spec.age[0], spec.age[1] + 1))
+        device = DEVICES[int(rng.integers(0, len(DEVICES)))]
+        if spec.gender is not None:
+            user["gender"] = spec.gender
+        if spec.city_tier is not None:
+            user["city_tier"] = spec.city_tier
+        return user, device
 
 
 _BRANCH_TYPES = frozenset({"int_type", "int_parsing", "list_type", "int_from_float"})

@@ -4,18 +4,16 @@ its CTR over the last half, the fine-tune rounds and the off-policy estimates.""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bandit.ope_stats import wilson_interval
 from service.simulate.offpolicy import OffPolicy
 from service.simulate.policies import Trace
 from service.simulate.scenario import Scenario
-
-_Z95 = 1.959963984540054
 
 FINETUNE_NOTE = (
     "bandit_finetune is left out: generator fine-tuning is not built yet, so no policy refreshes "
@@ -23,24 +21,12 @@ FINETUNE_NOTE = (
 )
 
 
-def wilson(clicks: int, n: int) -> tuple[float, float]:
-    """Wilson's 95% interval for a proportion: sound at the small click counts of low CTRs,
-    where the normal interval can reach below zero."""
-    if n <= 0:
-        return (0.0, 0.0)
-    p = clicks / n
-    den = 1.0 + _Z95**2 / n
-    mid = (p + _Z95**2 / (2 * n)) / den
-    half = _Z95 * math.sqrt(p * (1 - p) / n + _Z95**2 / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
-
-
 def policy_figures(trace: Trace) -> dict[str, Any]:
     n = trace.n
     half = n // 2
     clicks = int(trace.click.sum())
     last = trace.click[half:]
-    low, high = wilson(clicks, n)
+    low, high = wilson_interval(clicks, n)
     return {
         "ctr": round(clicks / n, 6),
         "ci95": [round(low, 6), round(high, 6)],

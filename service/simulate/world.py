@@ -7,7 +7,6 @@ differences between policies are then differences of choice, not of luck."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +24,6 @@ from streams.schemas import ActionFeatures, FeatureValue, Product, VariantPool
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
-
-_DEVICES = ("ios", "android", "web", "mini_program")
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
 
 
 @dataclass(frozen=True)
@@ -80,13 +73,11 @@ class World:
             )
         sizes = np.array([len(p.variants) for p in pools], dtype=np.int64)
         n_max = int(sizes.max())
-        base = _logit(scenario.base_ctr)
         prob = np.full((len(scenario.segments), len(products), n_max), np.nan)
-        for s, seg in enumerate(scenario.segments):
+        for s in range(len(scenario.segments)):
             for j, traits in enumerate(shown):
                 for k, ts in enumerate(traits):
-                    z = base + sum(seg.trait_effects.get(t, 0.0) for t in ts)
-                    prob[s, j, k] = 1.0 / (1.0 + math.exp(-z))
+                    prob[s, j, k] = scenario.click_probability(s, ts)
         sets = tuple(ActionSet(a) for a in actions)
         return cls(tuple(products), tuple(pools), tuple(shown), tuple(actions), sets, sizes, prob)
 
@@ -149,28 +140,17 @@ class Shoppers:
         u_log = np.random.default_rng([seed, 1]).random(n)
         id_bits = rng.integers(0, 2**63, size=(n, 2), dtype=np.int64)
         # a user's fixed traits come from their own stream, so they do not depend on arrival order
-        people: dict[tuple[int, int], tuple[int | None, str]] = {}
+        people: dict[tuple[int, int], tuple[dict[str, object], str]] = {}
         users: list[dict[str, object]] = []
         contexts: list[dict[str, FeatureValue]] = []
         event_ids: list[uuid.UUID] = []
         times: list[datetime] = []
         for t in range(n):
-            s, w = int(segment[t]), int(who[t])
-            key = (s, w)
+            key = (int(segment[t]), int(who[t]))
             if key not in people:
-                spec = scenario.segments[s].user
-                prng = np.random.default_rng([seed, s, w])
-                age = None if spec.age is None else int(prng.integers(spec.age[0], spec.age[1] + 1))
-                people[key] = (age, _DEVICES[int(prng.integers(0, len(_DEVICES)))])
-            age, device = people[key]
-            spec = scenario.segments[s].user
-            user: dict[str, object] = {"user_id": f"shopper-{s}-{w}"}
-            if age is not None:
-                user["age"] = age
-            if spec.gender is not None:
-                user["gender"] = spec.gender
-            if spec.city_tier is not None:
-                user["city_tier"] = spec.city_tier
+                people[key] = scenario.draw_user(*key, seed=seed)
+            person, device = people[key]
+            user = dict(person)
             when = start + timedelta(seconds=step_s * t)
             request = {
                 "channel": scenario.channel,

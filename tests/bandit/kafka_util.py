@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from bandit.learner import Learner
-from streams.consumer import EventConsumer
+from streams.consumer import EventConsumer, Received
 from streams.producer import KafkaEventSink
 from streams.schemas import DeadLetter, Decision, Event, Feedback, ModelAnnouncement
 from streams.topics import Topics
+
+E = TypeVar("E", bound=Event)
 
 
 def publish(bootstrap: str, topics: Topics, events: list[Event], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
@@ -34,18 +37,27 @@ def drive(learner: Learner, done: Callable[[], bool], max_steps: int = 300) -> N
     raise AssertionError(f"learner did not get there: {learner.stats}")
 
 
-def read_all(bootstrap: str, topic: str, model: type[Event], expect: int, timeout_s: float = 30):
+def read_all(
+    bootstrap: str, topic: str, model: type[E], expect: int, timeout_s: float = 30
+) -> list[E]:
     """Everything on ``topic`` (at least ``expect`` records, or what came in ``timeout_s``)."""
     consumer = EventConsumer(bootstrap, {topic: model}, group_id=None)
     consumer.assign()
-    out = []
+    out: list[E] = []
     deadline = time.monotonic() + timeout_s
     while len(out) < expect and time.monotonic() < deadline:
-        out += [r.event for r in consumer.poll(0.5)]
+        out += _of_type(consumer.poll(0.5), model)
     # a short extra poll catches records beyond the expected count
-    out += [r.event for r in consumer.poll(0.5)]
+    out += _of_type(consumer.poll(0.5), model)
     consumer.close()
     return out
+
+
+def _of_type(records: list[Received[Event]], model: type[E]) -> list[E]:
+    """The consumer yields the ``Event`` base; a topic read with one model holds only that."""
+    events = [r.event for r in records]
+    assert all(isinstance(e, model) for e in events), f"not all {model.__name__}: {events}"
+    return [e for e in events if isinstance(e, model)]
 
 
 def dead_letters(bootstrap: str, topics: Topics, expect: int) -> list[DeadLetter]:

@@ -13,7 +13,7 @@ from bandit.features import (
     length_bucket,
     next_holiday,
 )
-from streams.schemas import Variant
+from streams.schemas import FeatureValue, Variant
 
 KEY = b"test-key"
 NOON_UTC = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)  # 12:00 in UTC+8, a Monday
@@ -155,5 +155,5 @@ def test_check_encoded_rejects_what_a_decision_cannot_carry(bad: dict) -> None:
 
 
 def test_check_encoded_accepts_feature_values() -> None:
-    ok = {"a": "x", "b": 3, "c": 0.5, "d": True, "e": ["p", "q"]}
+    ok: dict[str, FeatureValue] = {"a": "x", "b": 3, "c": 0.5, "d": True, "e": ["p", "q"]}
     assert check_encoded(ok) == ok

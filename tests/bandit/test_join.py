@@ -6,8 +6,9 @@ import uuid
 import pytest
 
 from bandit.errors import CheckpointError, ConfigError
-from bandit.join import Joined, Rejected, RewardJoiner
+from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
 from bandit.reward import RewardConfig
+from streams.schemas import Decision, Feedback
 
 from .events import at, decision, feedback
 
@@ -111,7 +112,7 @@ def test_unknown_event_feedback_is_rejected_after_the_lateness() -> None:
 def test_output_order_does_not_depend_on_input_interleaving() -> None:
     rng = random.Random(3)
     decisions = [decision(i * 0.5) for i in range(200)]
-    stream = []
+    stream: list[Decision | Feedback] = []
     for d in decisions:
         stream.append(d)
         stream.append(feedback(d, "impression", d.ts.timestamp() - at(0).timestamp() + 1))
@@ -139,7 +140,7 @@ def test_output_order_does_not_depend_on_input_interleaving() -> None:
 
 def test_state_round_trip_resumes_exactly() -> None:
     rng = random.Random(7)
-    events = []
+    events: list[Decision | Feedback] = []
     for i in range(300):
         d = decision(i)
         events.append(d)
@@ -188,3 +189,12 @@ def test_bad_state_and_config() -> None:
         RewardJoiner.from_state(b'{"format": 9}')
     with pytest.raises(ConfigError, match="lateness_s"):
         RewardJoiner(WINDOW, lateness_s=-1)
+
+
+def test_event_time_is_bounded_by_when_the_broker_logged_it() -> None:
+    logged = at(50).timestamp()
+    ahead = at(350).timestamp()  # a sender's clock 300 s ahead
+    assert bounded_event_time(ahead, int(logged * 1000), 10.0) == pytest.approx(logged + 10.0)
+    behind = at(20).timestamp()  # sent late (a spool delivering after an outage): its own time
+    assert bounded_event_time(behind, int(logged * 1000), 10.0) == behind
+    assert bounded_event_time(ahead, -1, 10.0) == ahead  # no broker time: nothing to bound by

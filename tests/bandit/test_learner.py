@@ -13,8 +13,10 @@ from bandit.learner import Learner, LearnerConfig
 from bandit.policy import Policy
 from bandit.reward import RewardConfig
 from bandit.snapshot import PolicyHolder
+from streams.errors import StreamsError
 from streams.schemas import Decision, Event, Feedback, utc_now
 from streams.topics import Topics
+from tests.streams.faults import FailingSink
 
 from . import synth
 from .events import at, decision, feedback
@@ -175,7 +177,11 @@ def test_learned_policy_picks_the_best_variant_per_segment(
         events.append(_tick(t + 100))  # close this round's windows
         t += 100
         publish(kafka_bootstrap, topics, events)
-        drive(learner, lambda n=total: learner.stats.learned >= n)
+
+        def learned_all(n: int = total) -> bool:
+            return learner.stats.learned >= n
+
+        drive(learner, learned_all)
         ck = learner.checkpoint()
         [ann] = [a for a in announcements(kafka_bootstrap, topics, 1) if a.version == ck.version]
         assert holder.load(ann)
@@ -184,7 +190,7 @@ def test_learned_policy_picks_the_best_variant_per_segment(
 
     for segment, best in synth.BEST.items():
         k = synth.ACTIONS.ids.index(best)
-        probs = []
+        probs: list[list[float]] = []
         while len(probs) < 30:
             s = synth.shopper(rng, rng.randrange(600))
             if s.segment == segment:
@@ -210,3 +216,53 @@ def test_idle_close_lets_the_clock_close_windows_when_traffic_stops(
     assert learner.stats.learned == 0  # no later event arrives to move event time on
     drive(learner, lambda: learner.stats.learned == 1, max_steps=100)  # the clock does
     learner.close()
+
+
+def test_a_stream_error_rewinds_to_the_checkpoint_and_learns_each_event_once(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    events: list[Event] = []
+    for i in range(40):
+        d = decision(i * 0.5, action=rng.randrange(4))
+        events += [d, feedback(d, "impression", i * 0.5 + 1)]
+        if rng.random() < 0.3:
+            events.append(feedback(d, "click", i * 0.5 + 2))
+    events.append(_tick(5000))
+    publish(kafka_bootstrap, topics, events, raw=[b"{bad-1", b"{bad-2"])
+
+    config = _config(topics, tmp_path)  # checkpoints every half second, inside step()
+    learner = Learner.connect(config, kafka_bootstrap)
+    # the first letter is refused mid-batch, the next one is lost on its way to the broker
+    learner.deadletter.sink = FailingSink(learner.deadletter.sink, refuse=1, lose=1)
+    learner.start()
+    errors = 0
+    for _ in range(300):
+        try:
+            learner.step()
+        except StreamsError:
+            errors += 1
+        if learner.stats.learned >= 40 and learner.stats.checkpoints >= 1:
+            break
+    assert errors == 2, learner.stats
+    for _ in range(5):  # nothing more arrives: the count stays
+        learner.step()
+    assert learner.stats.learned == 40
+    reference = Policy(config.policy, config.seed)
+    joined = sorted(
+        (e for e in events if isinstance(e, Decision) and e.ts < at(1000)),
+        key=lambda d: (d.ts, d.event_id.int),
+    )
+    clicks = {e.event_id for e in events if isinstance(e, Feedback) and e.kind == "click"}
+    reference.learn_many((d, 1.0 if d.event_id in clicks else 0.0) for d in joined)
+    ctx = synth.context(synth.shopper(random.Random(1), 1))
+    assert learner.policy.pmf(ctx, synth.ACTIONS) == pytest.approx(
+        reference.pmf(ctx, synth.ACTIONS), abs=1e-6
+    )
+    ck = learner.checkpoint()
+    learner.close()
+    assert ck.learned == 40
+    # each bad message has a letter (at least once: a rewind may record one again)
+    letters = dead_letters(kafka_bootstrap, topics, expect=3)
+    assert {base64.b64decode(x.raw) for x in letters} == {b"{bad-1", b"{bad-2"}
+    assert len({(x.partition, x.offset) for x in letters}) == 2

@@ -3,15 +3,23 @@ from __future__ import annotations
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from bandit.errors import ConfigError, FeatureError, ModelError
 from bandit.features import action_features
-from bandit.policy import EXPLORATIONS, ActionSet, Policy, PolicyConfig, event_uniform
+from bandit.policy import ActionSet, Policy, PolicyConfig, event_uniform
+from bandit.refit import RefitConfig
+from bandit.vw import EXPLORATIONS, VWConfig
 from streams.schemas import Decision, Variant
 
 from . import synth
+
+#: VW at its library defaults (SquareCB); the refit refitted often enough for small tests
+VW = PolicyConfig(VWConfig())
+REFIT = PolicyConfig(RefitConfig(every=100))
+BOTH = pytest.mark.parametrize("config", [VW, REFIT], ids=["vw", "refit"])
 
 
 def _train(policy: Policy, n: int, seed: int = 1) -> None:
@@ -31,7 +39,7 @@ def _train(policy: Policy, n: int, seed: int = 1) -> None:
 
 def _segment_probs(policy: Policy, segment: str, n: int = 40) -> list[list[float]]:
     rng = random.Random(99)
-    out = []
+    out: list[list[float]] = []
     while len(out) < n:
         s = synth.shopper(rng, rng.randrange(10_000))
         if s.segment == segment:
@@ -73,7 +81,7 @@ def test_channel_is_logged_when_the_context_lacks_it() -> None:
 def test_same_event_id_gives_the_same_draw() -> None:
     a, b, c = Policy(seed=11), Policy(seed=11), Policy(seed=12)
     ctx = {"u_age": "18-24"}
-    kwargs = {"product_id": "p1", "channel": "ad_headline", "pool_version": 1}
+    kwargs: dict[str, Any] = {"product_id": "p1", "channel": "ad_headline", "pool_version": 1}
     ids = [uuid.UUID(int=i * 7919 + 1) for i in range(400)]
     draws_a = [a.choose(ctx, synth.ACTIONS, event_id=e, **kwargs).action for e in ids]
     draws_b = [b.choose(ctx, synth.ACTIONS, event_id=e, **kwargs).action for e in ids]
@@ -91,7 +99,7 @@ def test_event_uniform_is_in_unit_interval_and_spread() -> None:
 
 
 def test_learning_moves_mass_to_the_rewarded_action() -> None:
-    policy = Policy(seed=1)
+    policy = Policy(VW, seed=1)
     ctx = {"u_age": "18-24"}
     start = policy.pmf(ctx, synth.ACTIONS)
     for i in range(60):
@@ -109,8 +117,9 @@ def test_learning_moves_mass_to_the_rewarded_action() -> None:
     assert policy.learned == 60
 
 
-def test_best_variant_depends_on_the_shopper() -> None:
-    policy = Policy(seed=2)
+@BOTH
+def test_best_variant_depends_on_the_shopper(config: PolicyConfig) -> None:
+    policy = Policy(config, seed=2)
     _train(policy, 1500)
     for segment, best in synth.BEST.items():
         k = synth.ACTIONS.ids.index(best)
@@ -122,26 +131,27 @@ def test_best_variant_depends_on_the_shopper() -> None:
 
 def test_logistic_loss_learns_each_segments_best_variant() -> None:
     # click rewards as a logistic regression: the same tastes found as with squared loss
-    policy = Policy(PolicyConfig(loss="logistic", learning_rate=2.0), seed=2)
+    policy = Policy(PolicyConfig(VWConfig(loss="logistic", learning_rate=2.0)), seed=2)
     _train(policy, 1500)
     for segment, best in synth.BEST.items():
         k = synth.ACTIONS.ids.index(best)
         probs = _segment_probs(policy, segment)
         assert sum(max(range(4), key=p.__getitem__) == k for p in probs) >= 0.9 * len(probs)
     restored = Policy.from_bytes(policy.to_bytes())
-    assert restored.config.loss == "logistic"
+    assert isinstance(restored.config.model, VWConfig) and restored.config.model.loss == "logistic"
 
 
 def test_without_interactions_context_cannot_matter() -> None:
-    policy = Policy(PolicyConfig(interactions=()), seed=2)
+    policy = Policy(PolicyConfig(VWConfig(interactions=())), seed=2)
     _train(policy, 400)
     young = _segment_probs(policy, "young-f", 5)
     older = _segment_probs(policy, "older-m", 5)
     assert all(max(abs(x - y) for x, y in zip(p, older[0], strict=True)) < 1e-6 for p in young)
 
 
-def test_a_new_variant_is_scored_from_its_features() -> None:
-    policy = Policy(seed=2)
+@BOTH
+def test_a_new_variant_is_scored_from_its_features(config: PolicyConfig) -> None:
+    policy = Policy(config, seed=2)
     _train(policy, 1500)
     fresh = [
         Variant(
@@ -177,9 +187,12 @@ def _segment_probs_for(policy: Policy, actions: ActionSet, segment: str) -> list
 @pytest.mark.parametrize(
     "config",
     [
-        PolicyConfig(),
+        VW,
+        REFIT,
         # the loss function is not kept in VW's model file: given again on load
-        PolicyConfig(exploration="bag", greedify=True, loss="logistic", learning_rate=2.0),
+        PolicyConfig(
+            VWConfig(exploration="bag", greedify=True, loss="logistic", learning_rate=2.0)
+        ),
     ],
 )
 def test_bytes_round_trip_keeps_version_count_and_learning(config: PolicyConfig) -> None:
@@ -203,7 +216,7 @@ def test_foreign_bytes_are_refused() -> None:
 
 @pytest.mark.parametrize("exploration", EXPLORATIONS)
 def test_every_exploration_chooses_and_learns(exploration: str) -> None:
-    policy = Policy(PolicyConfig(exploration=exploration), seed=1)  # type: ignore[arg-type]
+    policy = Policy(PolicyConfig(VWConfig(exploration=exploration)), seed=1)  # type: ignore[arg-type]
     _train(policy, 50)
     d = policy.choose(
         {"u_age": "18-24"},
@@ -217,32 +230,65 @@ def test_every_exploration_chooses_and_learns(exploration: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kind", "kwargs", "name"),
     [
-        ({"exploration": "greedy"}, "exploration"),
-        ({"epsilon": 1.5}, "epsilon"),
-        ({"gamma_scale": 0}, "gamma_scale"),
-        ({"bag_size": 0}, "bag_size"),
-        ({"cover_size": 100}, "cover_size"),
-        ({"softmax_lambda": -1}, "softmax_lambda"),
-        ({"interactions": ("UX",)}, "interactions"),
-        ({"interactions": ["UA"]}, "interactions"),
-        ({"learning_rate": 0}, "learning_rate"),
-        ({"power_t": 2}, "power_t"),
-        ({"bits": 40}, "bits"),
-        ({"cb_type": "sm"}, "cb_type"),
-        ({"loss": "hinge"}, "loss"),
-        ({"model": "bayes"}, "model"),
-        ({"refit_every": 0}, "refit_every"),
-        ({"refit_window": 0}, "refit_window"),
-        ({"refit_l2": 0.0}, "refit_l2"),
-        ({"refit_l2": float("nan")}, "refit_l2"),
-        ({"refit_spread": -0.5}, "refit_spread"),
+        (VWConfig, {"exploration": "greedy"}, "exploration"),
+        (VWConfig, {"epsilon": 1.5}, "epsilon"),
+        (VWConfig, {"gamma_scale": 0}, "gamma_scale"),
+        (VWConfig, {"bag_size": 0}, "bag_size"),
+        (VWConfig, {"cover_size": 100}, "cover_size"),
+        (VWConfig, {"softmax_lambda": -1}, "softmax_lambda"),
+        (VWConfig, {"interactions": ("UX",)}, "interactions"),
+        (VWConfig, {"interactions": ["UA"]}, "interactions"),
+        (VWConfig, {"learning_rate": 0}, "learning_rate"),
+        (VWConfig, {"power_t": 2}, "power_t"),
+        (VWConfig, {"bits": 40}, "bits"),
+        (VWConfig, {"cb_type": "sm"}, "cb_type"),
+        (VWConfig, {"loss": "hinge"}, "loss"),
+        (RefitConfig, {"members": 0}, "members"),
+        (RefitConfig, {"epsilon": -0.1}, "epsilon"),
+        (RefitConfig, {"crosses": ("A",)}, "crosses"),
+        (RefitConfig, {"crosses": ["U"]}, "crosses"),
+        (RefitConfig, {"every": 0}, "every"),
+        (RefitConfig, {"window": 0}, "window"),
+        (RefitConfig, {"l2": 0.0}, "l2"),
+        (RefitConfig, {"l2": float("nan")}, "l2"),
+        (RefitConfig, {"spread": -0.5}, "spread"),
+        (PolicyConfig, {"model": "refit"}, "model"),
     ],
 )
-def test_invalid_config_names_the_parameter(kwargs: dict, name: str) -> None:
+def test_invalid_config_names_the_parameter(kind: type, kwargs: dict, name: str) -> None:
     with pytest.raises(ConfigError, match=f"`{name}`"):
-        PolicyConfig(**kwargs)
+        kind(**kwargs)
+
+
+def test_the_default_is_the_validated_refit() -> None:
+    assert PolicyConfig() == PolicyConfig(RefitConfig())
+    assert Policy().config.name == "refit"
+
+
+@pytest.mark.parametrize(
+    ("flat", "expected"),
+    [
+        # a flat config as earlier versions saved it (every field, VW's and the refit's)
+        (
+            {"exploration": "bag", "epsilon": 0.0, "bag_size": 5, "learning_rate": 0.1,
+             "power_t": 0.0, "interactions": ["UA"], "model": "vw", "refit_every": 500},
+            PolicyConfig(VWConfig(exploration="bag", epsilon=0.0, learning_rate=0.1,
+                                  power_t=0.0, interactions=("UA",))),
+        ),
+        (
+            {"exploration": "squarecb", "epsilon": 0.0, "bag_size": 5, "interactions": ["UA"],
+             "model": "refit", "refit_every": 500, "refit_window": 200000, "refit_l2": 1.0,
+             "refit_spread": 0.5},
+            PolicyConfig(RefitConfig()),
+        ),
+        ({"exploration": "epsilon", "epsilon": 0.1}, PolicyConfig(VWConfig("epsilon", 0.1))),
+    ],
+)  # fmt: skip
+def test_configs_of_earlier_versions_still_load(flat: dict, expected: PolicyConfig) -> None:
+    assert PolicyConfig.from_dict(flat) == expected
+    assert PolicyConfig.from_dict(expected.to_dict()) == expected
 
 
 def test_bad_calls_name_the_field() -> None:
@@ -253,16 +299,16 @@ def test_bad_calls_name_the_field() -> None:
         policy.choose(
             {},
             synth.ACTIONS,
-            event_id="e1",
+            event_id="e1",  # type: ignore[arg-type]
             product_id="p",
-            channel="push",  # type: ignore[arg-type]
+            channel="push",
             pool_version=1,
         )
     with pytest.raises(FeatureError, match="context"):
         policy.choose(
-            {"c_x": {"a": 1}},
+            {"c_x": {"a": 1}},  # type: ignore[dict-item]
             synth.ACTIONS,
-            event_id=uuid.uuid4(),  # type: ignore[dict-item]
+            event_id=uuid.uuid4(),
             product_id="p",
             channel="push",
             pool_version=1,

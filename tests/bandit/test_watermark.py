@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bandit.learner import Learner, LearnerConfig
+from bandit.reward import RewardConfig
+from streams.consumer import Received
 from streams.deadletter import DeadLetterWriter
 from streams.producer import MemorySink
+from streams.schemas import Decision, Event
 from streams.topics import Topics
+
+from .events import at, decision, feedback
 
 
 @dataclass
@@ -49,3 +55,50 @@ def test_a_partition_never_read_keeps_the_watermark_unknown(tmp_path: Path) -> N
     assert learner._watermark(idle=True) == (None, False)
     offsets.ends[c] = 0  # an empty partition does not hold anything back
     assert learner._watermark(idle=True) == (70.0, True)
+
+
+@dataclass
+class Stream(Offsets):
+    """A stand-in consumer that hands out queued records, each read to the end."""
+
+    queued: list[Received[Event]] = field(default_factory=list)
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Received[Event]]:
+        out, self.queued = self.queued, []
+        for r in out:
+            key = (r.topic, r.partition)
+            self.positions[key] = self.ends[key] = r.offset + 1
+        return out
+
+    def add(self, event: Event, logged_at: float) -> None:
+        topic = "w.decisions" if isinstance(event, Decision) else "w.feedback"
+        offset = self.ends.get((topic, 0), 0) + sum(1 for r in self.queued if r.topic == topic)
+        self.queued.append(Received(topic, 0, offset, None, int(logged_at * 1000), event))
+
+
+def test_a_clock_running_ahead_closes_no_window_early(tmp_path: Path) -> None:
+    now = at(1000).timestamp()
+    stream = Stream()
+    sink = MemorySink()
+    config = LearnerConfig(
+        topics=Topics("w."), data_dir=tmp_path, reward=RewardConfig(window_s=60.0), lateness_s=5.0
+    )
+    learner = Learner(
+        config,
+        stream,  # type: ignore[arg-type]
+        sink,
+        DeadLetterWriter(sink, "w.deadletter"),
+        clock=lambda: now,
+    )
+    shown = decision(990)  # its window closes at 990 + 60 + 5 of event time
+    stream.add(shown, logged_at=now - 10)
+    stream.add(feedback(shown, "impression", 991), logged_at=now - 9)
+    # a device 200 s ahead (within the 300 s let through): logged by the broker now
+    stream.add(feedback(uuid.uuid4(), "click", 1200), logged_at=now)
+    learner.step()
+    assert learner.joiner.watermark <= now + config.event_time_skew_s  # type: ignore[operator]
+    assert (learner.stats.learned, learner.joiner.pending) == (0, 1)
+    later = decision(1070)  # a record that is really later moves the watermark past the window
+    stream.add(later, logged_at=at(1070).timestamp())
+    learner.step()
+    assert (learner.stats.learned, learner.joiner.pending) == (1, 1)

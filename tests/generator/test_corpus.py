@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
+from datetime import date
 
 import pytest
 
 from generator.bootstrap.corpus import compose, estimated_length, examples, sample_plan
 from generator.bootstrap.phrases import ATTRIBUTES, FILLERS, HOOKS, MENTIONS
-from generator.guardrails import check
+from generator.guardrails import GuardrailConfig, check
+from generator.guardrails.festivals import FESTIVALS
 from generator.prompts import STYLES, Plan, length_bucket
 from generator.slots import SLOT_RE, fill, slot_values
 from generator.traits import detect_traits
@@ -30,6 +32,9 @@ FULL = {
             "容量": "1L",
             "口味": "原味",
             "净含量": "250g",
+            "评分": "4.9",
+            "评价": "2万+",
+            "销量": "月销1万",
         },
     ),
     "en": Product(
@@ -49,24 +54,35 @@ FULL = {
             "capacity": "1 L",
             "flavor": "plain",
             "weight": "250 g",
+            "rating": "4.8",
+            "reviews": "1200",
+            "sales": "10,000 sold",
         },
     ),
 }
 
 
 def _phrases() -> list[tuple[str, str, str]]:
-    out = []
+    out: list[tuple[str, str, str]] = []
     for lang, banks in HOOKS.items():
         for style, phrases in banks.items():
             out.extend((lang, style, p) for p in phrases)
     return out
 
 
+def _near_its_holiday(text: str) -> GuardrailConfig:
+    """Copy is checked on the first day of the holiday it names (generic lines near Christmas)."""
+    day = next((f.spans(2027)[0][0] for f in FESTIVALS if f.pattern.search(text)), None)
+    return GuardrailConfig(today=day or date(2027, 12, 20))
+
+
 @pytest.mark.parametrize(("language", "style", "phrase"), _phrases())
 def test_every_hook_is_lawful_and_shows_its_style(language: str, style: str, phrase: str) -> None:
+    """Every hook passes for a product that can fill its slots and carries the evidence that
+    social proof needs, on a date near the holiday it names."""
     product = FULL[language]
     text = fill(phrase, slot_values(product))
-    result = check(text, product, "product_desc")
+    result = check(text, product, "product_desc", config=_near_its_holiday(text))
     assert result.passed, [v.message for v in result.violations]
     traits = detect_traits(text, language=language, channel="product_desc", brand=product.brand)  # type: ignore[arg-type]
     assert style in traits
@@ -81,7 +97,9 @@ def test_fillers_attributes_and_mentions_are_lawful_and_neutral(language: str) -
         neutral.extend(phrases)
     for phrase in neutral:
         text = fill(phrase, values)
-        result = check(text, product, "product_desc")
+        result = check(
+            text, product, "product_desc", config=GuardrailConfig(today=date(2027, 7, 1))
+        )
         assert result.passed, (text, [v.message for v in result.violations])
         traits = detect_traits(text, language=language, channel="product_desc")  # type: ignore[arg-type]
         assert not set(traits) & (set(STYLES) - {"quality"}), (text, traits)

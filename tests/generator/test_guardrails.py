@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import date
+
 import pytest
 
 from generator.errors import GeneratorError
-from generator.guardrails import RULE_NAMES, Checker, check, check_pool
-from streams.schemas import Product, Variant, VariantPool
+from generator.guardrails import RULE_NAMES, Checker, CheckResult, GuardrailConfig, check_pool
+from generator.guardrails import check as check_on
+from streams.schemas import Channel, Product, Variant, VariantPool
+
+#: The date every check here is made for (near 双11 and in winter), never the day the tests run.
+ON = GuardrailConfig(today=date(2027, 11, 5))
+
+
+def check(
+    text: str,
+    product: Product,
+    channel: Channel,
+    *,
+    shopper: dict[str, object] | None = None,
+    others: Sequence[str] = (),
+) -> CheckResult:
+    return check_on(text, product, channel, shopper=shopper, others=others, config=ON)
+
 
 SCARF = Product(
     product_id="scarf-1",
@@ -55,7 +74,12 @@ GOOD = [
     ("明前新茶 最佳冲泡温度80度", TEA.model_copy(update={"attributes": {"冲泡": "80度"}})),
     ("Northwind Travel Mug, now $24. Save $8 today!", MUG),
     ("Was $32, now $24 - 25% off the stainless steel mug", MUG),
-    ("Bestseller: the Northwind mug holds 450 ml", MUG),
+    (
+        "Bestseller: the Northwind mug holds 450 ml",
+        MUG.model_copy(
+            update={"attributes": {"capacity": "450 ml", "sales_rank": "#3 in travel mugs"}}
+        ),
+    ),
     ("Treat yourself to a cozy winter coffee break", MUG),
     ("布洛芬缓释胶囊 缓解疼痛 ¥20", PILLS),
 ]

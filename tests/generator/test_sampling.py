@@ -65,7 +65,7 @@ def test_pool_of_eight_checked_variants_covering_four_traits(
 @pytest.mark.parametrize("name", ["scarf-zh", "mug-en"])
 def test_other_channels(bootstrap: CopyGenerator, name: str, channel: str) -> None:
     product = PRODUCTS[name]
-    pool = bootstrap.generate_pool(product, channel, 4, seed=1)  # type: ignore[arg-type]
+    pool = generate(bootstrap, product, channel, 4, seed=1).pool  # type: ignore[arg-type]
     assert len(pool.variants) == 4
     for v in pool.variants:
         assert len(v.text) <= CHANNEL_LIMITS[v.channel][v.language]
@@ -74,13 +74,16 @@ def test_other_channels(bootstrap: CopyGenerator, name: str, channel: str) -> No
 
 def test_same_seed_same_pool(bootstrap: CopyGenerator) -> None:
     product = PRODUCTS["tea-zh"]
-    a = bootstrap.generate_pool(product, "ad_headline", 6, seed=4)
-    b = bootstrap.generate_pool(product, "ad_headline", 6, seed=4)
-    c = bootstrap.generate_pool(product, "ad_headline", 6, seed=5)
+    a = generate(bootstrap, product, "ad_headline", 6, seed=4).pool
+    b = generate(bootstrap, product, "ad_headline", 6, seed=4).pool
+    c = generate(bootstrap, product, "ad_headline", 6, seed=5).pool
     assert [v.text for v in a.variants] == [v.text for v in b.variants]
     assert [v.text for v in a.variants] != [v.text for v in c.variants]
     assert a.pool_version == 1
-    assert bootstrap.generate_pool(product, "ad_headline", 2, pool_version=7).pool_version == 7
+    assert (
+        generate(bootstrap, product, "ad_headline", 2, seed=0, pool_version=7).pool.pool_version
+        == 7
+    )
 
 
 def test_plans_cycle_through_the_styles_the_product_allows() -> None:
@@ -110,7 +113,7 @@ def test_select_spreads_traits_and_drops_near_duplicates() -> None:
         cand("限时抢购！羊毛围巾 仅需¥159"),
         cand("最佳羊毛围巾"),  # fails the guardrails
         cand("暖阳羊毛围巾 温暖每一天"),
-        cand("爆款热卖 羊毛围巾"),
+        cand("送给你的羊毛围巾"),
     ]
     pool = select(candidates, 4, "zh")
     texts = [c.text for c in pool]
@@ -135,7 +138,7 @@ def test_clean_and_config_validation() -> None:
 
 def test_shown_copy_becomes_training_text_in_slot_form(bootstrap: CopyGenerator) -> None:
     product = PRODUCTS["scarf-zh"]
-    pool = bootstrap.generate_pool(product, "ad_headline", 8, seed=0)
+    pool = generate(bootstrap, product, "ad_headline", 8, seed=0).pool
     for v in pool.variants:
         example = training_example(product, v.channel, v.text, v.traits)
         plan = plan_for(product, v.channel, v.text, v.traits)

@@ -14,6 +14,7 @@ from streams.deadletter import DeadLetterWriter
 from streams.producer import KafkaEventSink
 from streams.schemas import DeadLetter, Feedback
 from streams.topics import TopicAdmin, Topics
+from tests.conftest import scoped_topics
 from tests.streams.samples import sample_events
 
 pytestmark = pytest.mark.kafka
@@ -27,7 +28,7 @@ def drain(consumer: EventConsumer, want: int, timeout_s: float = 30.0) -> list[R
     return got
 
 
-def test_topics_have_partitions_and_compaction(kafka_bootstrap: str, topics: Topics):
+def test_topics_have_partitions_and_compaction(kafka_bootstrap: str, topics: Topics) -> None:
     admin = TopicAdmin(kafka_bootstrap)
     assert set(topics.all()) <= admin.existing()
     assert admin.partitions(topics.feedback) == 2
@@ -37,7 +38,7 @@ def test_topics_have_partitions_and_compaction(kafka_bootstrap: str, topics: Top
     admin.close()
 
 
-def test_every_event_model_round_trips_through_kafka(kafka_bootstrap: str, topics: Topics):
+def test_every_event_model_round_trips_through_kafka(kafka_bootstrap: str, topics: Topics) -> None:
     sent = sample_events()
     names = {type(e).__name__: f"{topics.prefix}rt.{type(e).__name__}" for e in sent}
     admin = TopicAdmin(kafka_bootstrap)
@@ -58,7 +59,7 @@ def test_every_event_model_round_trips_through_kafka(kafka_bootstrap: str, topic
 
 def test_malformed_messages_are_dead_lettered_and_consumer_goes_on(
     kafka_bootstrap: str, topics: Topics
-):
+) -> None:
     sink = KafkaEventSink(kafka_bootstrap)
     good_before = Feedback(feedback_id="a", event_id=uuid.uuid4(), kind="impression")
     good_after = Feedback(feedback_id="b", event_id=uuid.uuid4(), kind="click")
@@ -94,7 +95,7 @@ def test_malformed_messages_are_dead_lettered_and_consumer_goes_on(
     assert dead[0].key == "same"  # keyed by the original key
 
 
-def test_group_resumes_after_committed_offsets(kafka_bootstrap: str, topics: Topics):
+def test_group_resumes_after_committed_offsets(kafka_bootstrap: str, topics: Topics) -> None:
     sink = KafkaEventSink(kafka_bootstrap)
     ids = [f"f{i}" for i in range(10)]
     for fid in ids:
@@ -129,7 +130,7 @@ def test_group_resumes_after_committed_offsets(kafka_bootstrap: str, topics: Top
     sink.close()
 
 
-def test_assign_seeks_to_given_offsets(kafka_bootstrap: str, topics: Topics):
+def test_assign_seeks_to_given_offsets(kafka_bootstrap: str, topics: Topics) -> None:
     sink = KafkaEventSink(kafka_bootstrap)
     for i in range(5):
         sink.add(
@@ -150,7 +151,7 @@ def test_assign_seeks_to_given_offsets(kafka_bootstrap: str, topics: Topics):
 
 def test_a_producer_that_stops_settling_is_abandoned_and_replaced(
     kafka_bootstrap: str, topics: Topics
-):
+) -> None:
     # kafka-python's idempotent producer can stall for good after a broker restart; a flush
     # that passes the settle timeout gives the producer up, failing what it held, and the
     # next delivery uses a fresh producer. A zero settle timeout forces that path here.
@@ -166,3 +167,17 @@ def test_a_producer_that_stops_settling_is_abandoned_and_replaced(
     sink.settle_timeout_s = 30.0
     assert sink.deliver([record] * 5) == [None] * 5
     sink.close()
+
+
+def test_a_tests_topics_are_deleted_when_it_ends(kafka_bootstrap: str) -> None:
+    admin = TopicAdmin(kafka_bootstrap)
+    with scoped_topics(kafka_bootstrap) as t:
+        admin.create({f"{t.prefix}extra": {}}, partitions=1)  # a test's own topic, too
+        assert {*t.all(), f"{t.prefix}extra"} <= admin.existing()
+    deadline = time.monotonic() + 15
+    left = [n for n in admin.existing() if n.startswith(t.prefix)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [n for n in admin.existing() if n.startswith(t.prefix)]
+    admin.close()
+    assert left == []

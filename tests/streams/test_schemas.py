@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from pydantic import ValidationError
 
 from streams.errors import SerdeError
-from streams.schemas import Decision, Feedback, Product
+from streams.schemas import IDENTIFIER_MAX_LENGTH, IDENTIFIER_RE, Decision, Feedback, Product
 from streams.serde import decode, encode
 from tests.streams.samples import sample_decision, sample_events
 
@@ -28,7 +29,8 @@ def test_timestamps_are_rfc3339_utc():
             "ts": "2026-11-29T10:00:00+08:00",
         }
     )
-    assert fb.ts.utcoffset().total_seconds() == 0
+    offset = fb.ts.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     assert b'"ts":"2026-11-29T02:00:00Z"' in encode(fb)
 
 
@@ -89,3 +91,24 @@ def test_garbage_and_null_are_serde_errors():
         decode(Feedback, b"\xff\xfe not json")
     with pytest.raises(SerdeError, match="empty value"):
         decode(Feedback, None)
+
+
+IDS = ["p1", "a.b_c:d-e", "A" * 128, "", "A" * 129, "a b", "a\n", "\na", "围巾", "a/b", "a\x00"]
+
+
+@pytest.mark.parametrize("value", IDS, ids=repr)
+def test_the_identifier_pattern_is_one_rule_for_pydantic_and_python_re(value: str) -> None:
+    """The pydantic field (its own regex engine) and the compiled pattern the msgspec mirror and
+    the policy use accept exactly the same ids."""
+    expected = 1 <= len(value) <= IDENTIFIER_MAX_LENGTH and all(
+        c.isascii() and (c.isalnum() or c in "._:-") for c in value
+    )
+    assert bool(IDENTIFIER_RE.fullmatch(value)) is expected
+    assert bool(IDENTIFIER_RE.search(value)) is expected  # anchored: search is a full match
+    try:
+        Feedback(feedback_id=value, event_id=uuid.uuid4(), kind="click")
+        accepted = True
+    except ValidationError as exc:
+        assert exc.errors()[0]["loc"] == ("feedback_id",)
+        accepted = False
+    assert accepted is expected

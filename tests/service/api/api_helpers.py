@@ -1,22 +1,40 @@
-"""Helpers shared by the API tests: a pool, a running app, reading a topic back."""
+"""Helpers shared by the API tests: a pool, a running app (on Kafka, or on memory with no
+broker), reading a topic back."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
+from service.api.app import create_app
+from service.ranker.record_sinks import MemoryRecordSink
+from service.ranker.runtime import Runtime
 from service.settings import Settings
 from streams.consumer import EventConsumer
-from streams.schemas import Event, Variant, VariantPool
+from streams.schemas import Channel, Event, Variant, VariantPool
 from streams.topics import TopicAdmin, Topics
+
+#: a product as a client PUTs it
+PRODUCT = {
+    "product_id": "scarf-9",
+    "title": "羊毛围巾",
+    "category": "服饰",
+    "brand": "暖织",
+    "price": 199,
+    "sale_price": 159,
+    "attributes": {"面料": "羊毛"},
+    "language": "zh",
+}
 
 
 def make_pool(
-    product_id: str = "scarf-1", version: int = 1, channels=("ad_headline",)
+    product_id: str = "scarf-1", version: int = 1, channels: tuple[Channel, ...] = ("ad_headline",)
 ) -> VariantPool:
     texts = {
         "ad_headline": ["限时8折 羊毛围巾", "冬季暖心之选 羊毛围巾", "爆款围巾 您值得拥有"],
@@ -48,7 +66,7 @@ def new_topics(bootstrap: str) -> Topics:
     return t
 
 
-def settings_for(bootstrap: str, topics: Topics, data_dir: Path, **extra) -> Settings:
+def settings_for(bootstrap: str, topics: Topics, data_dir: Path, **extra: Any) -> Settings:
     return Settings(
         kafka_bootstrap=bootstrap,
         topic_prefix=topics.prefix,
@@ -86,3 +104,27 @@ def read_topic(
     finally:
         consumer.close()
     return got
+
+
+#: a bootstrap nothing listens on: an app on memory must never reach for a broker
+NO_BROKER = "127.0.0.1:9"
+
+
+@contextmanager
+def memory_app(
+    data_dir: Path, *pools: VariantPool, settings: dict[str, Any] | None = None, **options: Any
+) -> Iterator[tuple[TestClient, MemoryRecordSink, Runtime]]:
+    """The app on an in-memory sink with no Kafka feeds, its ``pools`` published: the whole
+    HTTP surface without a broker. ``options`` go to ``create_app``."""
+    sink = MemoryRecordSink()
+    config = Settings(
+        kafka_bootstrap=NO_BROKER,
+        topic_prefix=f"mem{uuid.uuid4().hex[:8]}.",
+        data_dir=data_dir,
+        **(settings or {}),
+    )
+    with TestClient(create_app(config, sink=sink, feeds=False, **options)) as client:
+        runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        for pool in pools:
+            runtime.publish_pool(pool)
+        yield client, sink, runtime

@@ -22,7 +22,7 @@ from tests.service.api.api_helpers import make_pool, read_topic, settings_for, w
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_rank_answers_through_a_30s_outage_and_decisions_arrive_once(tmp_path: Path):
+def test_rank_answers_through_a_30s_outage_and_decisions_arrive_once(tmp_path: Path) -> None:
     kafka = LocalKafka(home=tmp_path / "kafka", port=free_broker_port())
     bootstrap = kafka.up(timeout_s=180)
     topics = Topics(prefix="outage.")

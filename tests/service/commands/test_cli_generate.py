@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from generator.model import CopyGenerator
+from generator.model import BOOTSTRAP_MODEL, CopyGenerator
+from generator.sampling import generate
 from service.cli import app
 from streams.consumer import EventConsumer
 from streams.producer import KafkaEventSink
@@ -129,11 +130,10 @@ def _read_pools(bootstrap: str, topic: str, want: int, timeout_s: float = 30) ->
 
 
 @pytest.mark.kafka
-def test_published_pool_reads_back_unchanged(
-    kafka_bootstrap: str, topics: Topics, bootstrap: CopyGenerator
-) -> None:
+def test_published_pool_reads_back_unchanged(kafka_bootstrap: str, topics: Topics) -> None:
+    bootstrap = CopyGenerator.from_path(BOOTSTRAP_MODEL, device="cpu")
     product = Product.model_validate_json((EXAMPLES / "mug-en.json").read_text())
-    pool = bootstrap.generate_pool(product, "push", 5, seed=2, pool_version=3)
+    pool = generate(bootstrap, product, "push", 5, seed=2, pool_version=3).pool
     sink = KafkaEventSink(kafka_bootstrap)
     sink.add(topics.variants, pool.product_id, pool)
     sink.flush(timeout_s=30)

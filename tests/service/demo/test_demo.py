@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_port
+from tests.service.simulate.test_live import SUMMARY
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path):
+def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path) -> None:
     scenario = {
         "name": "demo-test",
         "seed": 3,
@@ -72,6 +73,8 @@ def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path):
     assert decisions > 50
     assert errors == 0
     assert "2 pools published" in out.stdout
+    summary = [line for line in out.stdout.splitlines() if line.startswith("summary:")]
+    assert len(summary) == 1 and re.fullmatch(SUMMARY, summary[0].strip()), out.stdout[-2000:]
     # the children are gone: nothing listens on the service port any more
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from service.ranker.spool import DiskSpool, SpoolingPublisher
-from streams.consumer import EventConsumer
+from streams.consumer import EventConsumer, Received
 from streams.errors import BrokerUnavailable
 from streams.kafka_local import LocalKafka
 from streams.producer import KafkaEventSink
-from streams.schemas import Feedback
+from streams.schemas import Event, Feedback
 from streams.topics import TopicAdmin, Topics
 from tests.ports import free_broker_port
 
@@ -35,11 +35,17 @@ class FlakySink:
             return [None] * len(records)
 
 
+def _feedback_ids(records: list[Received[Event]]) -> list[str]:
+    """The consumer yields the ``Event`` base; every record on the feedback topic is feedback."""
+    assert all(isinstance(r.event, Feedback) for r in records)
+    return [r.event.feedback_id for r in records if isinstance(r.event, Feedback)]
+
+
 def fb(i: int) -> Feedback:
     return Feedback(feedback_id=f"f{i}", event_id=uuid.uuid4(), kind="impression")
 
 
-def test_outage_spools_then_delivers_in_order_exactly_once(tmp_path: Path):
+def test_outage_spools_then_delivers_in_order_exactly_once(tmp_path: Path) -> None:
     sink = FlakySink()
     pub = SpoolingPublisher(sink.deliver, tmp_path, batch_max=7, probe_every_s=0.05).start()
     events = [fb(i) for i in range(300)]
@@ -59,7 +65,7 @@ def test_outage_spools_then_delivers_in_order_exactly_once(tmp_path: Path):
     assert got == [e.feedback_id for e in events]
 
 
-def test_close_out_of_time_spools_the_queue_and_the_next_start_delivers_it(tmp_path: Path):
+def test_close_out_of_time_spools_the_queue_and_the_next_start_delivers_it(tmp_path: Path) -> None:
     sink = FlakySink()
 
     def slow(records):
@@ -81,7 +87,7 @@ def test_close_out_of_time_spools_the_queue_and_the_next_start_delivers_it(tmp_p
     ]
 
 
-def test_spool_survives_a_restart_and_delivers_once(tmp_path: Path):
+def test_spool_survives_a_restart_and_delivers_once(tmp_path: Path) -> None:
     sink = FlakySink()
     sink.down = True
     pub = SpoolingPublisher(sink.deliver, tmp_path, probe_every_s=60).start()
@@ -100,7 +106,7 @@ def test_spool_survives_a_restart_and_delivers_once(tmp_path: Path):
     assert DiskSpool(tmp_path).pending == 0
 
 
-def test_partial_drain_is_recorded_without_duplicates(tmp_path: Path):
+def test_partial_drain_is_recorded_without_duplicates(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path)
     spool.append([("t", None, f'"{i}"'.encode()) for i in range(5)])
     spool.mark_delivered([1, 3])  # delivered out of line (another partition got through)
@@ -112,7 +118,7 @@ def test_partial_drain_is_recorded_without_duplicates(tmp_path: Path):
     assert reopened.pending == 0 and len(reopened) == 0
 
 
-def test_torn_last_line_is_dropped(tmp_path: Path):
+def test_torn_last_line_is_dropped(tmp_path: Path) -> None:
     spool = DiskSpool(tmp_path)
     spool.append([("t", b"k", b'{"a":1}')])
     spool.close()
@@ -123,7 +129,7 @@ def test_torn_last_line_is_dropped(tmp_path: Path):
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_broker_stopped_30s_every_record_arrives_exactly_once(tmp_path: Path):
+def test_broker_stopped_30s_every_record_arrives_exactly_once(tmp_path: Path) -> None:
     kafka = LocalKafka(home=tmp_path / "kafka", port=free_broker_port())
     bootstrap = kafka.up(timeout_s=180)
     topics = Topics(prefix="outage.")
@@ -161,8 +167,8 @@ def test_broker_stopped_30s_every_record_arrives_exactly_once(tmp_path: Path):
         got: list[str] = []
         deadline = time.monotonic() + 60
         while len(got) < len(sent) and time.monotonic() < deadline:
-            got.extend(r.event.feedback_id for r in consumer.poll(1.0))
-        got.extend(r.event.feedback_id for r in consumer.poll(2.0))
+            got.extend(_feedback_ids(consumer.poll(1.0)))
+        got.extend(_feedback_ids(consumer.poll(2.0)))
         consumer.close()
         assert len(got) == len(sent)
         assert sorted(got) == sorted(sent)  # each exactly once

@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from bandit.join import RewardJoiner
 from bandit.policy import Policy, PolicyConfig
 from bandit.reward import RewardConfig
+from bandit.vw import VWConfig
 from service.cli import app
-from service.replay.replay_eval import PolicySpec, ReplayConfig, evaluate, join, reward_table
+from service.replay.replay_eval import PolicySpec, ReplayConfig, evaluate_replay, join, reward_table
 from service.replay.replay_log import (
     ReplayError,
     canonical_uuids,
@@ -175,7 +176,7 @@ def _trained_model(path: Path) -> Policy:
     """A policy that has learned the segments' preferences from a separate log."""
     decisions, feedback = make_log(3000, seed=3, noise=False)
     rewards = _joiner_rewards(decisions, feedback)
-    policy = Policy(PolicyConfig(exploration="epsilon", epsilon=0.1), seed=0)
+    policy = Policy(PolicyConfig(VWConfig(exploration="epsilon", epsilon=0.1)), seed=0)
     for _ in range(3):
         policy.learn_many(
             (d, rewards[str(d.event_id)]) for d in decisions if str(d.event_id) in rewards
@@ -303,7 +304,7 @@ def test_missing_and_tiny_propensities_are_warned_about(tmp_path: Path) -> None:
     log = read_dir(log_dir)
     assert log.decisions.missing_pscore == 2
     assert log.decisions.pscore[1] == pytest.approx(0.25)
-    result = evaluate(log, ReplayConfig())
+    result = evaluate_replay(log, ReplayConfig())
     text = " ".join(result.warnings)
     assert "2 decisions had no `pscore`" in text
     assert "`pscore` < 0.001" in text
@@ -344,7 +345,7 @@ def test_bootstrap_intervals_are_seeded(tmp_path: Path) -> None:
         n_bootstrap_samples=200,
         seed=4,
     )
-    a, b = evaluate(log, config), evaluate(log, config)
+    a, b = evaluate_replay(log, config), evaluate_replay(log, config)
     assert a.policies["uniform"]["snips"] == b.policies["uniform"]["snips"]
     assert a.policies["uniform"]["dr"]["interval"] == "bootstrap"
 

@@ -1,6 +1,6 @@
-"""The informed reference learner of the simulator's sweeps: its logistic fit recovers known
-effects, its trait columns are the shown texts', and on a small two-segment world it learns the
-segments' opposite tastes."""
+"""The informed reference learner of the simulator's sweeps: its trait columns are the shown
+texts', and on a small two-segment world it learns the segments' opposite tastes (its logistic
+fit is ``bandit.logistic``'s, tested in tests/bandit/test_logistic.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from service.errors import SimulationError
 from service.simulate import policies
 from service.simulate.catalog import make_catalog
-from service.simulate.reference import ReferenceConfig, fit_logistic, run_reference, trait_matrix
+from service.simulate.reference import ReferenceConfig, run_reference, trait_matrix
 from service.simulate.report import plot_sweep
 from service.simulate.world import Shoppers, World
 from streams.schemas import TRAITS
@@ -32,35 +32,6 @@ def shoppers(world: World) -> Shoppers:
         _scenario(), world, hash_key=b"k", start=datetime(2026, 1, 8, tzinfo=UTC),
         step_s=1.0, population=50, seed=3,
     )  # fmt: skip
-
-
-def test_fit_recovers_known_effects() -> None:
-    rng = np.random.default_rng(0)
-    x = np.column_stack([np.ones(40_000), rng.integers(0, 2, size=(40_000, 2))]).astype(float)
-    true = np.array([-2.5, 1.0, -0.7])
-    y = (rng.random(40_000) < 1 / (1 + np.exp(-(x @ true)))).astype(float)
-    mean, cov = fit_logistic(x, y, np.array([0.01, 1.0, 1.0]), np.zeros(3))
-    assert np.allclose(mean, true, atol=0.1)
-    assert np.all(np.linalg.eigvalsh(cov) > 0)
-    assert np.all(np.abs(mean - true) < 4 * np.sqrt(np.diag(cov)))
-
-
-def test_fit_does_not_diverge_on_rare_clicks_or_a_far_start() -> None:
-    # a trait shown 150 times and never clicked, 3 % clicks elsewhere: a full Newton step from a
-    # warm start overshoots (the reference once diverged to weights of -800 this way)
-    rng = np.random.default_rng(1)
-    x = np.zeros((4000, 3))
-    x[:, 0] = 1.0
-    x[:150, 1] = 1.0
-    x[150:, 2] = rng.integers(0, 2, size=3850)
-    y = np.where(np.arange(4000) < 150, 0.0, (rng.random(4000) < 0.03).astype(float))
-    precision = np.array([0.01, 1.0, 1.0])
-    for start in (np.zeros(3), np.array([-800.0, -700.0, 400.0]), np.array([np.nan, 0, 0])):
-        mean, cov = fit_logistic(x, y, precision, start)
-        p = 0.5 * (1 + np.tanh(0.5 * (x @ mean)))
-        assert np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))
-        assert np.abs(x.T @ (p - y) + precision * mean).max() < 1e-4  # the mode: gradient 0
-        assert -4.5 < mean[0] < -2.5 and mean[1] < -0.5
 
 
 def test_trait_columns_are_the_shown_traits(world: World) -> None:

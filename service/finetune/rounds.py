@@ -1,0 +1,198 @@
+"""One fine-tune round end to end: training data from the log → a LoRA adapter trained on the
+serving generator → the promotion gate → promote (refresh the pools, announce) or discard.
+Every outcome, including "too little evidence", is a :class:`RoundResult`, so callers (the
+command line, an admin job, the simulator) report it the same way. :func:`roll_back` undoes the
+last promotion: the previous generator serves again and the pools it replaced come back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from generator.finetune import FinetuneConfig, finetune
+from generator.model import CopyGenerator, read_format
+from service.finetune.gate import GateConfig, TraitRewards, gate
+from service.finetune.refresh import (
+    POOLS_AFTER,
+    POOLS_BEFORE,
+    RefreshConfig,
+    Refreshed,
+    refresh_pools,
+    save_pools,
+)
+from service.finetune.registry import Registry
+from service.finetune.rollback import PARENT_MODEL_VERSION, announce, publish_pools
+from service.finetune.training_data import DataConfig, NotEnoughEvidence, build_training_data
+from service.replay.replay_log import ReplayLog
+from streams.producer import EventSink
+from streams.schemas import Product, VariantPool
+
+log = logging.getLogger(__name__)
+Status = Literal["promoted", "rejected", "skipped"]
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(progress=False))
+    gate: GateConfig = field(default_factory=GateConfig)
+    device: str | None = None  # for the gate's sampling; default as the generator picks
+    #: how a promotion refreshes the pools of the products trained for (None: it does not)
+    refresh: RefreshConfig | None = field(default_factory=RefreshConfig)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    status: Status
+    reason: str
+    version: str | None  # the candidate's registry name (None when skipped)
+    parent: str  # the version or model folder it was trained from
+    examples: dict[str, int]
+    verdict: dict[str, Any] | None
+    timings: dict[str, float]
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: the pools a promotion published (each product's refreshed pool)
+    pools: list[VariantPool] = field(default_factory=list)
+    refresh: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def promoted(self) -> bool:
+        return self.status == "promoted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "version": self.version,
+            "parent": self.parent,
+            "examples": self.examples,
+            "verdict": self.verdict,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "stats": self.stats,
+            "refresh": self.refresh,
+        }
+
+
+def run_round(
+    events: ReplayLog,
+    pools: Iterable[VariantPool],
+    products: Iterable[Product],
+    registry: Registry,
+    base_model: Path,
+    config: RoundConfig | None = None,
+    *,
+    sink: EventSink | None = None,
+    models_topic: str = "copyloop.models",
+    variants_topic: str = "copyloop.variants",
+) -> RoundResult:
+    """Run one round on ``events`` (joined decisions and feedback) for the generator that serves
+    now (the registry's current version, else ``base_model``). ``pools`` are every pool version
+    the decisions may have been made on; a promotion refreshes the newest of each product
+    trained for and publishes them with the announcement on ``sink``."""
+    config = config or RoundConfig()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    current = registry.current()
+    parent_path = registry.model_path(base_model)
+    parent = current.name if current is not None else str(parent_path)
+    catalog = {p.product_id: p for p in products}
+    data = build_training_data(
+        events, pools, catalog.values(), prompt_format=read_format(parent_path), config=config.data
+    )
+    timings["data_s"] = time.perf_counter() - started
+    if isinstance(data, NotEnoughEvidence):
+        timings["total_s"] = time.perf_counter() - started
+        log.info("fine-tune round skipped: %s", data.reason)
+        return RoundResult("skipped", data.reason, None, parent, {}, None, timings, data.stats)
+    rows = data.dpo if config.train.method == "dpo" else data.kto
+    examples = {
+        "kto": len(data.kto),
+        "desirable": sum(1 for r in data.kto if r["label"]),
+        "undesirable": sum(1 for r in data.kto if not r["label"]),
+        "dpo_pairs": len(data.dpo),
+        "trained_on": len(rows),
+    }
+    if not rows:
+        timings["total_s"] = time.perf_counter() - started
+        reason = f"no {config.train.method} examples (no confident pair)"
+        return RoundResult("skipped", reason, None, parent, examples, None, timings, data.stats)
+    name, folder = registry.new_version()
+    try:
+        data.write(folder / "data")
+        t = time.perf_counter()
+        trained = finetune(parent_path, rows, folder, config.train, meta={"version": name})
+        timings["train_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        rewards = TraitRewards.fit(events, ridge=config.gate.ridge, reward=config.data.reward)
+        by_evidence = Counter(r["product_id"] for r in data.kto)
+        targets = [(catalog[pid], data.products[pid]) for pid, _ in by_evidence.most_common()]
+        candidate = CopyGenerator.from_path(folder, device=config.device)
+        serving = CopyGenerator.from_path(parent_path, device=config.device)
+        verdict = gate(candidate, serving, targets, rewards, config.gate)
+        timings["gate_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - started  # data, training and gate
+        refreshed: list[Refreshed] = []
+        if verdict.promote and config.refresh is not None:
+            t = time.perf_counter()
+            refreshed = refresh_pools(
+                pools, data.values, catalog, data.products, candidate, config.refresh
+            )
+            changed = [r for r in refreshed if r.after is not None]
+            save_pools(folder / POOLS_BEFORE, (r.before for r in changed))
+            save_pools(folder / POOLS_AFTER, (r.after for r in changed if r.after is not None))
+            timings["refresh_s"] = time.perf_counter() - t
+    except BaseException:
+        registry.remove(name)
+        raise
+    status: Status = "promoted" if verdict.promote else "rejected"
+    new_pools = [r.after for r in refreshed if r.after is not None]
+    registry.record(
+        name,
+        {
+            "version": name,
+            "model_version": candidate.version,
+            "parent": parent,
+            PARENT_MODEL_VERSION: serving.version,
+            "status": status,
+            "data": {"folder": "data", **examples, "stats": data.stats},
+            "training": {
+                "method": trained.method,
+                "steps": trained.steps,
+                "final_loss": trained.final_loss,
+                "device": trained.device,
+                "dtype": trained.dtype,
+                "seconds": round(trained.seconds, 3),
+            },
+            "metrics": verdict.candidate.to_dict(),
+            "gate": verdict.to_dict(),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "refresh": [r.to_dict() for r in refreshed],
+        },
+    )
+    if verdict.promote:
+        registry.promote(name)
+        if sink is not None:
+            metrics = {f"candidate_{k}": v for k, v in verdict.candidate.to_dict().items()}
+            announce(sink, models_topic, candidate.version, folder, metrics)
+            publish_pools(sink, variants_topic, new_pools)
+    else:
+        registry.discard(name)
+    log.info("fine-tune round %s: %s", name, verdict.reason)
+    return RoundResult(
+        status,
+        verdict.reason,
+        name,
+        parent,
+        examples,
+        verdict.to_dict(),
+        timings,
+        data.stats,
+        new_pools,
+        [r.to_dict() for r in refreshed],
+    )
