@@ -125,8 +125,10 @@ def check_rows(rows: Sequence[Mapping[str, object]], method: Method) -> list[dic
         if method == "kto" and not isinstance(row["label"], bool):
             raise FinetuneError(f"`rows[{i}].label` must be true or false")
         out.append({k: row[k] for k in keys})
-    if method == "kto" and len({bool(r["label"]) for r in out}) < 2:
-        raise FinetuneError("`rows` must hold both desirable and undesirable examples for kto")
+    if method == "kto" and not any(r["label"] for r in out):
+        # KTO takes unpaired rows, one kind alone included; only undesirable rows would teach
+        # the model what not to write and nothing to write instead
+        raise FinetuneError("`rows` must hold at least one desirable example for kto")
     return out
 
 

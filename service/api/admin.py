@@ -23,7 +23,7 @@ from service.api.bodies import (
     RollbackResult,
 )
 from service.api.deps import runtime
-from service.finetune.jobs import RoundJobs, round_jobs
+from service.finetune.round_jobs import RoundJobs, round_jobs
 from service.ranker.keys import check_admin
 from service.ranker.runtime import Runtime
 from streams.schemas import Event, Product, VariantPool
@@ -74,7 +74,7 @@ def finetune_jobs(request: Request, rt: Annotated[Runtime, Depends(runtime)]) ->
             sink = RuntimeSink(rt)
 
             def run(products: Sequence[Product] | None) -> RoundResult:
-                from service.finetune.live import live_round
+                from service.finetune.kafka_rounds import live_round
 
                 return live_round(rt.settings, products, sink=sink)
 
@@ -142,7 +142,7 @@ def finetune_job(
 def rollback(rt: Annotated[Runtime, Depends(runtime)]) -> RollbackResult:
     """Serve the previous generator version again and restore the pools its successor's
     promotion replaced (409 when nothing was promoted or a round is running)."""
-    from service.finetune.live import live_rollback
+    from service.finetune.kafka_rounds import live_rollback
 
     versions = {pid: v for pid in rt.pools.product_ids() if (v := rt.pools.version(pid))}
     return RollbackResult(

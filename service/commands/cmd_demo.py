@@ -25,9 +25,9 @@ from service.demo.demo_stack import (
     start_child,
     wait_ready,
 )
+from service.demo.live_shoppers import LiveShoppers, Tally, demo_products, shop_once
 from service.errors import SimulationError
 from service.settings import Settings
-from service.simulate.live import LiveShoppers, Tally, demo_products, shop_once
 from service.simulate.scenario import load_scenario
 from streams.errors import StreamsError
 from streams.kafka_local import LocalKafka

@@ -28,7 +28,7 @@ from rich.markup import escape
 
 from generator.errors import GeneratorError
 from service.errors import ServiceError
-from service.finetune.live import catalog, live_rollback, live_round
+from service.finetune.kafka_rounds import catalog, live_rollback, live_round
 from service.finetune.registry import Registry
 from service.finetune.sources import load_products
 from service.finetune.trigger import STATE, Trigger, follow

@@ -1,7 +1,7 @@
 """The whole loop on one machine (``copyloop demo``): a local Kafka, the learner and the HTTP
 service as child processes, and pools written by the real generator through ``PUT
 /v1/products``. The shoppers who then ask ``/v1/rank`` and report through ``/v1/feedback`` are
-the simulator's (``service.simulate.live``): this module only starts, watches and stops the
+the simulator's (``service.demo.live_shoppers``): this module only starts, watches and stops the
 processes and talks to the service."""
 
 from __future__ import annotations

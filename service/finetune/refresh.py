@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from generator.errors import GeneratorError
-from generator.guardrails import Checker
+from generator.guardrails import Checker, GuardrailConfig
 from generator.interface import CopyModel
 from generator.sampling import SamplingConfig, generate
 from service.finetune.training_data import VariantValue
@@ -44,6 +44,8 @@ class RefreshConfig:
     seed: int = 0
     #: candidates sampled per wanted variant (the sampler's own default is 3)
     oversample: float = 3.0
+    #: the generation date and catalog brands the guardrails use (None: today, no catalog)
+    guardrails: GuardrailConfig | None = None
 
     def __post_init__(self) -> None:
         if self.oversample < 1:
@@ -132,7 +134,9 @@ def refresh_pool(
     retired: dict[str, str] = {}
     for v in mine:
         fate, why = fates.get((pid, v.variant_id), ("undecided", ""))
-        checker = checkers.setdefault(v.language, Checker(product, channel, language=v.language))
+        checker = checkers.setdefault(
+            v.language, Checker(product, channel, language=v.language, config=config.guardrails)
+        )
         broken = checker.check(v.text).rules_broken()
         if broken:  # also copy the round never estimated (no decision offered it)
             fate, why = "unlawful", f"guardrail: {', '.join(sorted(broken))}"
@@ -149,7 +153,8 @@ def refresh_pool(
     want = len(mine) - len(kept)
     if want > 0:
         checker = checkers.setdefault(
-            product.language, Checker(product, channel, language=product.language)
+            product.language,
+            Checker(product, channel, language=product.language, config=config.guardrails),
         )
         try:
             # as many as the pool holds, so that enough remain after dropping echoes of kept copy
@@ -161,6 +166,7 @@ def refresh_pool(
                 seed=_seed(config.seed, pid, version),
                 pool_version=version,
                 config=SamplingConfig(oversample=config.oversample),
+                guardrails=config.guardrails,
             )
             fresh = report.pool.variants
         except GeneratorError as exc:

@@ -163,14 +163,27 @@ def _cell_values(
     reward: np.ndarray[Any, np.dtype[np.float64]],
     config: DataConfig,
 ) -> list[VariantValue]:
-    """Every variant offered in the cell, valued by IPS against the cell's mean reward."""
+    """Every variant offered in the cell, valued by IPS against the cell's mean: the value of
+    showing a variant of the pool at random (also by IPS), not the logged policy's reward,
+    which an adaptive policy pushes up to its winners' level so that nothing beats it."""
     n = len(decisions)
-    cell_mean = float(reward.mean())
     cell_sd = float(reward.std(ddof=1)) if n > 1 else 0.0
-    cell_se = cell_sd / math.sqrt(n)
     action = np.fromiter((d.action for d in decisions), np.intp, n)
     pscore = np.fromiter((d.pscore for d in decisions), np.float64, n)
     width = max(len(d.actions) for d in decisions)
+    at_random = np.zeros((n, width))
+    for row, d in enumerate(decisions):
+        at_random[row, : len(d.actions)] = 1.0 / len(d.actions)
+    mean_est = ope.estimate(
+        reward, action, pscore, at_random, estimators=("ips",), alpha=config.alpha
+    )["ips"]
+    cell_mean = float(mean_est.value)
+    z_mean = _Z.inv_cdf(1 - config.alpha / 2)
+    cell_se = (
+        (mean_est.ci.high - mean_est.ci.low) / (2 * z_mean)
+        if math.isfinite(mean_est.ci.high)
+        else cell_sd / math.sqrt(n)
+    )
     index: dict[str, list[tuple[int, int]]] = defaultdict(list)  # variant -> (row, position)
     for row, d in enumerate(decisions):
         for pos, vid in enumerate(d.actions):
@@ -390,11 +403,11 @@ def build_training_data(
             "estimator": "ips, normal interval, cell reward spread as the standard error's floor",
         }
     )
-    if len(kto) < config.min_examples or desirable == 0 or desirable == len(kto):
+    if len(kto) < config.min_examples or desirable == 0:
         return NotEnoughEvidence(
             f"{desirable} desirable and {len(kto) - desirable} undesirable variants are "
             f"confidently (P >= {config.confidence}) apart from their cell's mean; a round needs "
-            f"at least {config.min_examples} examples with both kinds",
+            f"at least {config.min_examples} examples, one of them desirable",
             stats,
         )
     channels = {r["product_id"]: variants[r["variant_id"]].channel for r in kto}

@@ -10,7 +10,7 @@ what regret is measured on: it carries no click noise."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from bandit.policy import Policy, PolicyConfig
 from service.simulate.world import FloatArray, IntArray, Shoppers, World
-from streams.schemas import Channel
+from streams.schemas import Channel, Decision
 
 POLICIES: tuple[str, ...] = ("uniform", "best_fixed", "bandit", "oracle")
 
@@ -75,6 +75,11 @@ def oracle(world: World, shoppers: Shoppers) -> Trace:
     return _trace(world, shoppers, action, prob, np.ones(shoppers.n))
 
 
+#: called between decisions ``t - 1`` and ``t`` every ``every`` decisions with the world so far,
+#: the decisions made and whether each was clicked; answers a new world (refreshed pools) or None
+RoundHook = Callable[[int, World, Sequence[Decision], NDArray[np.bool_]], "World | None"]
+
+
 @dataclass
 class BanditRun:
     trace: Trace
@@ -91,18 +96,25 @@ def run_bandit_inprocess(
     seed: int,
     channel: Channel,
     advance: Callable[[int], None] | None = None,
+    every: int = 0,
+    between: RoundHook | None = None,
 ) -> BanditRun:
     """The policy's own verbs, decision by decision: ``choose``, then ``learn`` the shopper's
     reward (click 1.0, impression only 0.0: the reward join's semantics) right away, with no
-    delay between a decision and its reward."""
+    delay between a decision and its reward. With ``between``, every ``every`` decisions the
+    hook may swap the world for one with refreshed pools (fine-tuning); the bandit then scores
+    the new variants from their features on first sight."""
     policy = Policy(config, seed, version="sim-0")
     n = shoppers.n
+    made: list[Decision] = []
     action = np.zeros(n, dtype=np.int64)
     click = np.zeros(n, dtype=bool)
     prob = np.zeros(n)
     expected = np.zeros(n)
     pscore = np.zeros(n)
     for t in range(n):
+        if between is not None and every > 0 and t > 0 and t % every == 0:
+            world = between(t, world, made, click[:t]) or world
         s, j = int(shoppers.segment[t]), int(shoppers.product[t])
         pool = world.pools[j]
         decision = policy.choose(
@@ -110,6 +122,8 @@ def run_bandit_inprocess(
             product_id=pool.product_id, channel=channel, pool_version=pool.pool_version,
             ts=shoppers.ts[t],
         )  # fmt: skip
+        if between is not None:
+            made.append(decision)
         a = decision.action
         p_row = world.prob[s, j, : world.sizes[j]]
         clicked = bool(shoppers.u[t] < p_row[a])

@@ -126,6 +126,11 @@ class GeneratorPools:
             self._version = f"{folder.name}-{h.hexdigest()[:10]}"
         return self._version
 
+    @property
+    def model_folder(self) -> Path:
+        """The model folder the pools are written with (fine-tune rounds start from it)."""
+        return self._folder()
+
     def _folder(self) -> Path:
         if self.model_path is not None:
             if not (self.model_path / "config.json").is_file():

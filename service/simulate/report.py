@@ -20,7 +20,14 @@ from service.simulate.policies import Trace
 from service.simulate.summary import rolling
 from service.simulate.world import World
 
-_COLOURS = {"uniform": "#9e9e9e", "best_fixed": "#ff9800", "bandit": "#1976d2", "oracle": "#2e7d32"}
+_COLOURS = {
+    "uniform": "#9e9e9e",
+    "best_fixed": "#ff9800",
+    "bandit": "#1976d2",
+    "oracle": "#2e7d32",
+    "bandit_finetune": "#c2185b",
+    "bandit_refresh": "#7b1fa2",
+}
 CTR_PLOT = "ctr_curve.png"
 REGRET_PLOT = "regret.png"
 
@@ -35,9 +42,9 @@ def _save(fig: Any, ax: Any, path: Path, legend: str) -> Path:
     return path
 
 
-def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
+def plot_ctr(traces: Mapping[str, Trace], path: Path, rounds: Sequence[int] = ()) -> Path:
     """Rolling CTR per policy (clicks, solid) and its noise-free version (the policy's mean
-    click probability, dotted)."""
+    click probability, dotted); fine-tune rounds as vertical lines."""
     n = next(iter(traces.values())).n
     window = max(50, n // 20)
     # the first decisions' trailing means rest on a handful of clicks (one click is CTR 1.0)
@@ -52,6 +59,8 @@ def plot_ctr(traces: Mapping[str, Trace], path: Path) -> Path:
         ax.plot(x, rolling(trace.expected, window)[skip:], color=colour, lw=1.0, ls=":")
         top = max(top, float(clicks.max(initial=0.0)))
     ax.set_ylim(0, max(top * 1.15, 1e-3))
+    for i, t in enumerate(rounds):
+        ax.axvline(t, color="0.5", lw=0.8, ls="--", label="fine-tune round" if i == 0 else None)
     ax.set_xlabel("decision")
     ax.set_ylabel(f"CTR, trailing {window} decisions")
     ax.set_title("CTR over decisions (dotted: true click probability of the policy)")

@@ -17,6 +17,7 @@ from bandit.presets import DEFAULT_PRESET, preset, preset_name
 from service.errors import SimulationError
 from service.simulate import policies
 from service.simulate.catalog import make_catalog
+from service.simulate.finetune_loop import FinetuneOptions, SimulatedRounds
 from service.simulate.kafka_loop import KafkaOptions, run_bandit_kafka
 from service.simulate.offpolicy import OffPolicy, evaluate_off_policy
 from service.simulate.policies import BanditRun, Trace, run_bandit_inprocess
@@ -50,6 +51,11 @@ class SimulationConfig:
     ope: bool = True
     #: also run the informed reference learner (``service.simulate.reference``) as a yardstick
     reference: bool = True
+    #: run ``bandit_finetune`` and its control (``bandit_refresh``) when the scenario sets
+    #: ``finetune_every`` (in-process transport only)
+    finetune: bool = True
+    #: where the rounds' registries and candidates go (default: ``OUT/finetune``)
+    finetune_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in ("inprocess", "kafka"):
@@ -107,6 +113,31 @@ def _reference_note(reference: dict[str, Any]) -> str:
         f"informed reference (segment and click model known): {ratio} x oracle over the last "
         "half, below 0.9 x: even a learner told the segments does not reach the bar, so the "
         "scenario is hard at this many decisions"
+    )
+
+
+def _finetune_skip(scenario: Scenario, cfg: SimulationConfig, source: PoolSource) -> str | None:
+    """Why ``bandit_finetune`` does not run here, or None when it does."""
+    if scenario.finetune_every <= 0:
+        return "bandit_finetune is left out: the scenario sets no finetune_every"
+    if not cfg.finetune:
+        return "bandit_finetune is left out: fine-tuning was turned off for this run"
+    if cfg.transport != "inprocess":
+        return "bandit_finetune is left out: fine-tune rounds run with the in-process transport"
+    if getattr(source, "model_folder", None) is None:
+        return "bandit_finetune is left out: the pools do not come from a model folder"
+    return None
+
+
+def _finetune_summary(summary: dict[str, Any]) -> str:
+    rounds = summary["finetune_rounds"]
+    promoted = sum(1 for r in rounds if r.get("promoted"))
+    ratios = summary.get("ratios", {})
+    return (
+        f"bandit_finetune: {len(rounds)} rounds, {promoted} promoted; true CTR over the last "
+        f"half x{ratios.get('true_finetune_vs_bandit_last_half')} of bandit's, "
+        f"x{ratios.get('true_finetune_vs_refresh_last_half')} of bandit_refresh's (the same "
+        "pool refresh from the untrained generator)"
     )
 
 
@@ -169,6 +200,26 @@ def simulate(
         "bandit": bandit.trace,
         "oracle": policies.oracle(world, shoppers),
     }
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    finetune_note = _finetune_skip(scenario, cfg, source)
+    if finetune_note is None:
+        mark = time.perf_counter()
+        base = getattr(source, "model_folder")  # noqa: B009 - checked by _finetune_skip
+        work = cfg.finetune_dir or out_dir / "finetune"
+        for name, train in (("bandit_finetune", True), ("bandit_refresh", False)):
+            hook = SimulatedRounds(
+                scenario,
+                products,
+                FinetuneOptions(base, work, scenario.copy_date, train=train),
+            )
+            run = run_bandit_inprocess(
+                world, shoppers, config=cfg.policy, seed=scenario.seed, channel=scenario.channel,
+                advance=steps.task(name, shoppers.n), every=scenario.finetune_every,
+                between=hook,
+            )  # fmt: skip
+            traces[name] = run.trace
+            rounds[name] = hook.rounds
+        timings["finetune_s"] = time.perf_counter() - mark
     reference: dict[str, Any] | None = None
     if cfg.reference:
         mark = time.perf_counter()
@@ -215,6 +266,12 @@ def simulate(
         },
     )
     summary["notes"].append(_bandit_note(cfg.policy, bandit))
+    if finetune_note is not None:
+        summary["notes"].append(finetune_note)
+    else:
+        summary["finetune_rounds"] = rounds["bandit_finetune"]
+        summary["refresh_rounds"] = rounds["bandit_refresh"]
+        summary["notes"].append(_finetune_summary(summary))
     if reference is not None:
         summary["reference"] = reference
         summary.setdefault("ratios", {})["reference_vs_oracle_last_half"] = reference[
@@ -222,6 +279,10 @@ def simulate(
         ]
         summary["notes"].append(_reference_note(reference))
     write_summary(summary, out_dir)
-    plots = [plot_ctr(traces, out_dir / CTR_PLOT), plot_regret(traces, out_dir / REGRET_PLOT)]
+    marks = [r["at_decision"] for r in rounds.get("bandit_finetune", [])]
+    plots = [
+        plot_ctr(traces, out_dir / CTR_PLOT, rounds=marks),
+        plot_regret(traces, out_dir / REGRET_PLOT),
+    ]
     write_report(summary, world, plots, out_dir)
     return SimulationResult(summary, out_dir, world, shoppers, traces, bandit, off_policy)

@@ -15,11 +15,6 @@ from service.simulate.offpolicy import OffPolicy
 from service.simulate.policies import Trace
 from service.simulate.scenario import Scenario
 
-FINETUNE_NOTE = (
-    "bandit_finetune is left out: generator fine-tuning is not built yet, so no policy refreshes "
-    "its pools and finetune_rounds is empty (it is never estimated or faked)"
-)
-
 
 def policy_figures(trace: Trace) -> dict[str, Any]:
     n = trace.n
@@ -57,7 +52,7 @@ def build_summary(
         "policies": policies,
         "finetune_rounds": [],
         "ope": off_policy.to_dict() if off_policy is not None else None,
-        "notes": [FINETUNE_NOTE],
+        "notes": [],
     }
     bandit, oracle, uniform = (policies.get(k) for k in ("bandit", "oracle", "uniform"))
     if bandit and oracle and uniform:
@@ -74,6 +69,15 @@ def build_summary(
                 bandit["true_ctr_last_half"], uniform["true_ctr_last_half"]
             ),
         }
+    tuned, refresh = policies.get("bandit_finetune"), policies.get("bandit_refresh")
+    if bandit and tuned:
+        summary.setdefault("ratios", {})["true_finetune_vs_bandit_last_half"] = _ratio(
+            tuned["true_ctr_last_half"], bandit["true_ctr_last_half"]
+        )
+    if tuned and refresh:
+        summary.setdefault("ratios", {})["true_finetune_vs_refresh_last_half"] = _ratio(
+            tuned["true_ctr_last_half"], refresh["true_ctr_last_half"]
+        )
     if extra:
         summary.update(extra)
     return summary

@@ -61,7 +61,7 @@ def test_the_merged_model_loads_with_its_prompt_format(
         ([{"prompt": "p", "completion": "c"}], r"rows\[0\]` lacks \['label'\]"),
         ([{"prompt": "", "completion": "c", "label": True}], r"rows\[0\].prompt"),
         ([{"prompt": "p", "completion": "c", "label": 1}], r"rows\[0\].label"),
-        ([{"prompt": "p", "completion": "c", "label": True}], "both desirable and undesirable"),
+        ([{"prompt": "p", "completion": "c", "label": False}], "at least one desirable"),
     ],
 )
 def test_bad_rows_name_the_field(rows: list[dict[str, object]], message: str) -> None:

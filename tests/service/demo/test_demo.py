@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_port
-from tests.service.simulate.test_live import SUMMARY
+from tests.service.demo.test_live_shoppers import SUMMARY
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

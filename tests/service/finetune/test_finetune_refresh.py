@@ -14,7 +14,7 @@ from generator.guardrails import check
 from generator.model import CopyGenerator
 from service.finetune import rounds
 from service.finetune.gate import PoolMetrics, Verdict
-from service.finetune.live import live_rollback
+from service.finetune.kafka_rounds import live_rollback
 from service.finetune.refresh import POOLS_BEFORE, judge, load_pools, refresh_pool, refresh_pools
 from service.finetune.registry import Registry
 from service.finetune.rounds import RoundConfig, run_round

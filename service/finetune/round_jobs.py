@@ -3,7 +3,7 @@ background thread runs the round (minutes on a CPU); the job's state and result 
 under ``DATA_DIR/finetune-jobs`` so any worker of the service answers ``GET`` for it.
 
 One round at a time per process (a second request while one runs is told to wait); across
-processes the registry's round lock (``service.finetune.live``) makes rounds take turns."""
+processes the registry's round lock (``service.finetune.kafka_rounds``) makes rounds take turns."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
+from service.demo.live_shoppers import LiveShoppers, Tally, demo_products, shop_once
 from service.simulate.catalog import make_catalog
-from service.simulate.live import LiveShoppers, Tally, demo_products, shop_once
 from service.simulate.scenario import DEVICES, Scenario, parse_scenario
 from service.simulate.world import Shoppers, World
 from streams.schemas import Variant, VariantPool
