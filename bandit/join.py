@@ -23,7 +23,12 @@ times) takes the events' own times.
 
 Feedback that cannot count is handed back as :class:`Rejected` for the caller to dead-letter:
 ``late`` (after its event's window, or after the event closed) and ``unknown_event`` (no decision
-arrived for it in time). A repeated ``feedback_id`` counts once and is dropped quietly.
+arrived for it in time). A repeated ``feedback_id`` counts once and is dropped quietly. With
+``max_open`` set, a decision that would hold more events open than that is handed back too
+(``overflow``), so memory and checkpoints stay bounded whatever the traffic.
+
+The checkpointed state keeps each open decision without its pool (its actions and their
+features, two thirds of its bytes): pools are written once each and referred to by index.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from __future__ import annotations
 import heapq
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -40,8 +45,8 @@ import msgspec
 
 from bandit.errors import CheckpointError, ConfigError
 from bandit.reward import DEFAULT_REWARD, RewardConfig
-from bandit.wire import WireDecision
-from streams.schemas import Decision, Feedback
+from bandit.wire import WireDecision, assemble
+from streams.schemas import FEEDBACK_KINDS, ActionFeatures, Decision, Feedback
 
 #: where a feedback message was read, ``(partition, offset)``, for its dead letter
 Ref = tuple[int, int] | None
@@ -65,8 +70,9 @@ class Joined:
 
 @dataclass(frozen=True)
 class Rejected:
-    feedback: Feedback
-    reason: Literal["late", "unknown_event"]
+    #: the feedback that cannot count, or (``overflow``) the decision that was not held
+    event: Feedback | Decision
+    reason: Literal["late", "unknown_event", "overflow"]
     detail: str
     ref: Ref = None
 
@@ -84,33 +90,75 @@ class JoinStats:
     unknown_feedback: int = 0
     #: decisions that arrived after their own close time (closed at the next advance)
     late_decisions: int = 0
+    #: decisions not held because ``max_open`` events were open already
+    overflow_decisions: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
 class _State(msgspec.Struct):
-    """The checkpointed state; events stay raw JSON until each is decoded on its own."""
+    """The checkpointed state; events stay raw JSON until each is decoded on its own.
+    Format 1 kept each open decision whole; format 2 keeps it as :class:`_Held` plus the
+    index of its pool in ``pools``."""
 
     format: int
     watermark: float | None = None
-    open: list[tuple[msgspec.Raw, list[str], list[str]]] = []
+    open: list[msgspec.Raw] = []
+    pools: list[tuple[list[str], list[ActionFeaturesRow]]] = []
     orphans: list[tuple[msgspec.Raw, tuple[int, int] | None]] = []
     closed: list[tuple[str, float]] = []
     stats: dict[str, int] = {}
 
 
+class ActionFeaturesRow(msgspec.Struct, array_like=True, gc=False):
+    traits: list[str]
+    language: str
+    length_bucket: str
+    generator_version: str
+
+
+class _Held(msgspec.Struct, array_like=True, gc=False):
+    """An open decision in a checkpoint: the decision less its pool, the pool's index, and
+    the feedback counted so far."""
+
+    pool: int
+    event_id: UUID
+    ts: datetime
+    product_id: str
+    channel: str
+    pool_version: int
+    policy_version: str
+    context: dict[str, str | int | float | bool | list[str]]
+    action: int
+    pscore: float
+    action_dist: list[float]
+    kinds: list[str]
+    fids: list[str]
+
+
 _STATE = msgspec.json.Decoder(_State)
+_HELD = msgspec.json.Decoder(_Held)
+_HELD_V1 = msgspec.json.Decoder(tuple[msgspec.Raw, list[str], list[str]])
+_ENCODER = msgspec.json.Encoder()
+_KINDS: dict[str, int] = {kind: 1 << i for i, kind in enumerate(FEEDBACK_KINDS)}
 
 
-@dataclass
+def _kind_names(mask: int) -> list[str]:
+    return [kind for kind, bit in _KINDS.items() if mask & bit]
+
+
 class _Open:
-    decision: Decision
-    deadline: float
-    kinds: set[str] = field(default_factory=set)
-    fids: set[str] = field(default_factory=set)
-    #: the decision's JSON, made at the first checkpoint that holds it and reused by the next
-    json: str | None = None
+    """One event waiting for its window to close; the feedback kinds seen as a bit mask and
+    the feedback ids as a tuple (an event gets one to three), small for millions held."""
+
+    __slots__ = ("deadline", "decision", "fids", "kinds")
+
+    def __init__(self, decision: Decision, deadline: float) -> None:
+        self.decision = decision
+        self.deadline = deadline
+        self.kinds = 0
+        self.fids: tuple[str, ...] = ()
 
 
 class RewardJoiner:
@@ -122,9 +170,15 @@ class RewardJoiner:
         *,
         lateness_s: float = 60.0,
         follow_event_time: bool = True,
+        max_open: int | None = None,
     ) -> None:
         if not (isinstance(lateness_s, int | float) and 0 <= lateness_s < math.inf):
             raise ConfigError(f"`lateness_s` must be >= 0 and finite, got {lateness_s!r}")
+        if max_open is not None and not (type(max_open) is int and max_open >= 1):
+            raise ConfigError(f"`max_open` must be an integer >= 1 or None, got {max_open!r}")
+        self.max_open = max_open
+        #: reward per feedback-kind mask (at most 16 masks)
+        self._rewards: dict[int, float | None] = {}
         self.config = config
         self.window_s = float(config.window_s)
         self.lateness_s = float(lateness_s)
@@ -157,8 +211,9 @@ class RewardJoiner:
         return sum(len(v) for v in self._orphans.values())
 
     # -- input ----------------------------------------------------------------------------
-    def add_decision(self, decision: Decision) -> list[Rejected]:
-        """Open ``decision``'s event; returns buffered feedback for it that cannot count."""
+    def add_decision(self, decision: Decision, ref: Ref = None) -> list[Rejected]:
+        """Open ``decision``'s event; returns buffered feedback for it that cannot count, or
+        the decision itself when ``max_open`` events are open already."""
         ts = decision.ts.timestamp()
         if self.follow_event_time:
             self._wm = max(self._wm, ts)
@@ -166,6 +221,10 @@ class RewardJoiner:
         if eid in self._open or eid in self._closed:
             self.stats.duplicate_decisions += 1
             return []
+        if self.max_open is not None and len(self._open) >= self.max_open:
+            self.stats.overflow_decisions += 1
+            detail = f"overflow: {len(self._open)} decisions open, at most {self.max_open}"
+            return [Rejected(decision, "overflow", detail, ref)]
         self.stats.decisions += 1
         close_at = ts + self.window_s + self.lateness_s
         if close_at <= self._wm:
@@ -192,7 +251,8 @@ class RewardJoiner:
         ts = fb.ts.timestamp()
         op = self._open.get(eid)
         if op is not None:
-            if fb.feedback_id in op.fids:
+            fids = op.fids
+            if fb.feedback_id in fids:
                 self.stats.duplicate_feedback += 1
                 return None
             if ts > op.deadline:
@@ -200,8 +260,8 @@ class RewardJoiner:
                 after = ts - op.deadline + self.window_s
                 detail = f"late: {after:.0f} s after its decision, window {self.window_s:.0f} s"
                 return Rejected(fb, "late", detail, ref)
-            op.fids.add(fb.feedback_id)
-            op.kinds.add(fb.kind)
+            op.fids = (*fids, fb.feedback_id)
+            op.kinds |= _KINDS[fb.kind]
             return None
         if eid in self._closed:
             self.stats.late_feedback += 1
@@ -246,7 +306,10 @@ class RewardJoiner:
             forget_at = max(close_at, self._wm) + self.window_s + self.lateness_s
             self._closed[eid] = forget_at
             heapq.heappush(self._closed_heap, (forget_at, eid))
-            value = self.config.reward(op.kinds)
+            try:
+                value = self._rewards[op.kinds]
+            except KeyError:
+                value = self._rewards[op.kinds] = self.config.reward(_kind_names(op.kinds))
             if value is None:
                 self.stats.unseen += 1
             else:
@@ -273,27 +336,66 @@ class RewardJoiner:
     # -- checkpointing --------------------------------------------------------------------
     def to_state(self) -> bytes:
         """Everything needed to resume: open events, held feedback, closed ids, counters."""
+        pools: list[bytes] = []
+        pool_of: dict[tuple[int, int], int] = {}
+        by_text: dict[bytes, int] = {}
+        held: list[bytes] = []
+        encode = _ENCODER.encode
+        for op in self._open.values():
+            d = op.decision
+            key = (id(d.actions), id(d.action_features))
+            index = pool_of.get(key)
+            if index is None:
+                # decisions decoded from one pool share its lists; others are told apart by text
+                text = encode(
+                    (d.actions, [ActionFeaturesRow(**f.model_dump()) for f in d.action_features])
+                )
+                index = by_text.setdefault(text, len(by_text))
+                if index == len(pools):
+                    pools.append(text)
+                pool_of[key] = index
+            held.append(
+                encode(
+                    _Held(
+                        index,
+                        d.event_id,
+                        d.ts,
+                        d.product_id,
+                        d.channel,
+                        d.pool_version,
+                        d.policy_version,
+                        d.context,
+                        d.action,
+                        d.pscore,
+                        d.action_dist,
+                        _kind_names(op.kinds),
+                        list(op.fids),
+                    )
+                )
+            )
         state: dict[str, Any] = {
-            "format": 1,
+            "format": 2,
             "watermark": None if self._wm == -math.inf else self._wm,
             "orphans": [
                 [fb.model_dump(mode="json"), ref]
-                for held in self._orphans.values()
-                for fb, ref in held.values()
+                for held_fb in self._orphans.values()
+                for fb, ref in held_fb.values()
             ],
             "closed": [[f"{eid:032x}", t] for eid, t in self._closed.items()],
             "stats": self.stats.to_dict(),
         }
-        parts: list[str] = []
-        for op in self._open.values():
-            if op.json is None:
-                op.json = op.decision.model_dump_json()
-            kinds = json.dumps(sorted(op.kinds))
-            fids = json.dumps(sorted(op.fids), ensure_ascii=False)
-            parts.append(f"[{op.json},{kinds},{fids}]")
         head = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
-        # open decisions are spliced in as the JSON they already are
-        return (head[:-1] + ',"open":[' + ",".join(parts) + "]}").encode("utf-8")
+        # pools and open decisions are spliced in as the JSON they already are
+        return b"".join(
+            (
+                head[:-1].encode("utf-8"),
+                b',"pools":[',
+                b",".join(pools),
+                b'],"open":[',
+                b",".join(held),
+                b"]}",
+            )
+        )
 
     @classmethod
     def from_state(
@@ -303,18 +405,32 @@ class RewardJoiner:
         *,
         lateness_s: float = 60.0,
         follow_event_time: bool = True,
+        max_open: int | None = None,
     ) -> RewardJoiner:
-        joiner = cls(config, lateness_s=lateness_s, follow_event_time=follow_event_time)
+        joiner = cls(
+            config, lateness_s=lateness_s, follow_event_time=follow_event_time, max_open=max_open
+        )
         try:
             state = _STATE.decode(data)
-            if state.format != 1:
+            if state.format not in (1, 2):
                 raise CheckpointError(f"unknown joiner state format {state.format!r}")
             joiner._wm = -math.inf if state.watermark is None else state.watermark
-            for raw, kinds, fids in state.open:
-                text = bytes(raw)
-                d = WireDecision.model_validate_json(text)  # the fast path: restarts are quick
+            pools = [
+                (ids, [assemble(ActionFeatures, msgspec.structs.asdict(f)) for f in feats])
+                for ids, feats in state.pools
+            ]
+            for item in state.open:
+                if state.format == 1:
+                    raw, kinds, fids = _HELD_V1.decode(item)
+                    d = WireDecision.model_validate_json(bytes(raw))
+                else:
+                    h = _HELD.decode(item)
+                    d = _decision(h, *pools[h.pool])
+                    kinds, fids = h.kinds, h.fids
                 ts = d.ts.timestamp()
-                op = _Open(d, ts + joiner.window_s, set(kinds), set(fids), text.decode("utf-8"))
+                op = _Open(d, ts + joiner.window_s)
+                op.kinds = sum({_KINDS[k] for k in kinds})
+                op.fids = tuple(fids)
                 joiner._open[d.event_id.int] = op
                 joiner._close_heap.append(
                     (ts + joiner.window_s + joiner.lateness_s, d.event_id.int)
@@ -329,9 +445,39 @@ class RewardJoiner:
                 joiner._closed[eid] = forget_at
                 joiner._closed_heap.append((forget_at, eid))
             joiner.stats = JoinStats(**state.stats)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+        ) as exc:
             raise CheckpointError(f"unreadable joiner state: {exc}") from exc
         heapq.heapify(joiner._close_heap)
         heapq.heapify(joiner._orphan_heap)
         heapq.heapify(joiner._closed_heap)
         return joiner
+
+
+def _decision(h: _Held, actions: list[str], features: list[ActionFeatures]) -> Decision:
+    """A checkpointed open decision (checked when it was first read) with its pool."""
+    built: Decision = assemble(
+        Decision,
+        {
+            "schema_version": 1,
+            "event_id": h.event_id,
+            "ts": h.ts.astimezone(UTC),
+            "product_id": h.product_id,
+            "channel": h.channel,
+            "pool_version": h.pool_version,
+            "policy_version": h.policy_version,
+            "context": h.context,
+            "actions": actions,
+            "action_features": features,
+            "action": h.action,
+            "pscore": h.pscore,
+            "action_dist": h.action_dist,
+        },
+    )
+    return built

@@ -30,9 +30,10 @@ from bandit.checkpoint import Checkpoint
 from bandit.errors import ConfigError
 from bandit.join import Rejected, RewardJoiner, bounded_event_time
 from bandit.policy import Policy, PolicyConfig
+from bandit.promotion import PromotionConfig, PromotionGate
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.snapshot import write_snapshot
-from bandit.wire import WireDecision
+from bandit.wire import WireDecision, WireFeedback
 from streams.consumer import EventConsumer, PartitionKey, Received
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
@@ -69,9 +70,17 @@ class LearnerConfig:
     #: while traffic is quiet (off for logs stamped in the past, such as tests and replays)
     idle_close: bool = False
     poll_timeout_s: float = 0.2
-    poll_max_records: int = 2000
+    #: records handed over per poll: the client's cost per call is fixed, so larger polls read
+    #: faster (and the refit model learns each poll's joined events as one batch)
+    poll_max_records: int = 10_000
+    #: the most decisions waiting for their reward window at once; past it a decision is
+    #: dead-lettered (``overflow``) rather than held, so memory and checkpoints stay bounded.
+    #: 1,000 decisions/s over a 30-minute window hold 1.8 million.
+    max_open_decisions: int = 3_000_000
     keep_snapshots: int = 10
     group_id: str = "copyloop-learner"
+    #: judge each snapshot on decisions it never learned before rankers get it (bandit.promotion)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def __post_init__(self) -> None:
         if not self.snapshot_every_s > 0:
@@ -90,6 +99,10 @@ class LearnerConfig:
             )
         if self.keep_snapshots < 1:
             raise ConfigError(f"`keep_snapshots` must be >= 1, got {self.keep_snapshots}")
+        if not (type(self.max_open_decisions) is int and self.max_open_decisions >= 1):
+            raise ConfigError(
+                f"`max_open_decisions` must be an integer >= 1, got {self.max_open_decisions!r}"
+            )
 
     @property
     def checkpoint_path(self) -> Path:
@@ -108,6 +121,8 @@ class LearnerStats:
     checkpoints: int = 0
     announcements: int = 0
     errors: int = 0
+    #: snapshots the promotion gate kept from the rankers
+    held_back: int = 0
 
 
 class Learner:
@@ -131,7 +146,10 @@ class Learner:
         self.stats = LearnerStats()
         self.policy = Policy(config.policy, config.seed)
         self.joiner = RewardJoiner(
-            config.reward, lateness_s=config.lateness_s, follow_event_time=False
+            config.reward,
+            lateness_s=config.lateness_s,
+            follow_event_time=False,
+            max_open=config.max_open_decisions,
         )
         #: latest event time read per partition, for the watermark
         self._latest: dict[PartitionKey, float] = {}
@@ -142,12 +160,18 @@ class Learner:
         self._idle_since: float | None = None
         self.lineage = uuid.uuid4().hex[:8]
         self.seq = 0
-        self._announced_learned = 0
+        self._snapshot_learned = 0
         self._announce_pending = False
         self._last_checkpoint = time.monotonic()
         self._started = False
         #: the state a stream error rewinds to: the last checkpoint (or the state at start)
         self._rewind_point: Checkpoint | None = None
+        self.gate = PromotionGate(
+            config.promotion,
+            config.snapshot_dir,
+            lambda: Policy(config.policy, config.seed),  # what rankers hold before a snapshot
+            keep=config.keep_snapshots,
+        )
 
     @classmethod
     def connect(cls, config: LearnerConfig, bootstrap: str, **kwargs: Any) -> Learner:
@@ -155,7 +179,7 @@ class Learner:
         deadletter = DeadLetterWriter(sink, config.topics.deadletter)
         models: dict[str, type[Event]] = {
             config.topics.decisions: WireDecision,
-            config.topics.feedback: Feedback,
+            config.topics.feedback: WireFeedback,
         }
         consumer = EventConsumer(
             bootstrap,
@@ -169,7 +193,8 @@ class Learner:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Restore the checkpoint (if any), seek to its offsets, re-announce its snapshot."""
+        """Restore the checkpoint (if any), seek to its offsets, re-announce the snapshot the
+        rankers serve (see :mod:`bandit.promotion`)."""
         ck = Checkpoint.load(self.config.checkpoint_path)
         offsets = None
         if ck is not None:
@@ -184,12 +209,11 @@ class Learner:
             log.info("resuming %s at %d learned events", ck.version, ck.learned)
         self.consumer.assign(offsets)
         self._rewind_point = ck if ck is not None else self._state({})
-        self.stats.learned = self.policy.learned
-        if ck is not None and ck.learned > 0:
-            # the crash may have come between the checkpoint and its announcement
-            self._announced_learned = -1
-            self._announce_pending = True
-            self._publish_announcement()
+        self.stats.learned = self._snapshot_learned = self.policy.learned
+        self.gate.resume(self.policy if ck is not None else None)
+        # the crash may have come between a promotion and its announcement
+        self._announce_pending = True
+        self._publish_announcement()
         self._last_checkpoint = time.monotonic()
         self._started = True
 
@@ -210,6 +234,7 @@ class Learner:
         latest = self._latest
         limit = None if self.config.max_future_s is None else now + self.config.max_future_s
         skew = self.config.event_time_skew_s
+        add_decision, add_feedback = joiner.add_decision, joiner.add_feedback
         for rec in records:
             event = rec.event
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
@@ -220,10 +245,14 @@ class Learner:
             seen = ts if skew is None else bounded_event_time(ts, rec.timestamp_ms, skew)
             if seen > latest.get(key, -math.inf):
                 latest[key] = seen
-            if isinstance(event, Decision):
-                self._dead_letter(joiner.add_decision(event))
-            elif isinstance(event, Feedback):
-                self._dead_letter(joiner.add_feedback(event, (rec.partition, rec.offset)))
+            if isinstance(event, Feedback):
+                rejected = add_feedback(event, (rec.partition, rec.offset))
+            elif isinstance(event, Decision):
+                rejected = add_decision(event, (rec.partition, rec.offset))
+            else:
+                continue
+            if rejected:
+                self._dead_letter(rejected)
         watermark, caught_up = self._watermark(idle=not records)
         if caught_up and not records and self.config.idle_close:
             # nothing unread anywhere: time itself moves the windows on (never during a
@@ -231,6 +260,7 @@ class Learner:
             watermark = now if watermark is None else max(watermark, now)
         joined, rejected = joiner.advance(watermark)
         if joined:
+            self.gate.observe(joined)
             self.policy.learn_many((j.decision, j.reward) for j in joined)
         self._dead_letter(rejected)
         self.stats.records += len(records)
@@ -276,17 +306,18 @@ class Learner:
         return (max(latest.values()) if latest else None), True
 
     def checkpoint(self) -> Checkpoint:
-        """Save model + offsets + joiner + count atomically; announce a new model if it
-        learned anything since the last announcement."""
+        """Save model + offsets + joiner + count atomically; cut a snapshot if the model learned
+        anything since the last one, and announce the one the promotion gate serves."""
         try:
             self.deadletter.flush()  # offsets must never move past an undelivered dead letter
         except StreamsError:
             self.rewind()  # and the messages whose letters were lost are read again
             raise
-        changed = self.policy.learned != self._announced_learned
+        changed = self.policy.learned != self._snapshot_learned
         if changed:
             self.seq += 1
             self.policy.version = f"{self.lineage}-{self.seq:06d}"
+            self._snapshot_learned = self.policy.learned
             write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
         ck = self._state(dict(self.consumer.positions))
         ck.save(self.config.checkpoint_path)
@@ -298,7 +329,8 @@ class Learner:
         except StreamsError as exc:
             log.warning("committing offsets failed: %s", exc)
         if changed and self.policy.learned > 0:
-            self._announce_pending = True
+            self._announce_pending |= self.gate.review(self.policy)
+            self.stats.held_back = self.gate.held_back
         self._publish_announcement()
         return ck
 
@@ -324,6 +356,7 @@ class Learner:
             self.config.reward,
             lateness_s=self.config.lateness_s,
             follow_event_time=False,
+            max_open=self.config.max_open_decisions,
         )
         self.lineage, self.seq = ck.lineage, ck.seq
 
@@ -383,17 +416,16 @@ class Learner:
 
     # -- helpers --------------------------------------------------------------------------
     def _publish_announcement(self) -> None:
-        if not self._announce_pending:
+        serving = self.gate.serving
+        if not self._announce_pending or serving.path is None:
+            self._announce_pending = False  # the untrained policy rankers hold is not announced
             return
-        path = self.config.snapshot_dir / f"{self.policy.version}.policy"
-        if not path.exists():
-            write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
         js = self.joiner.stats
         announcement = ModelAnnouncement(
             kind="bandit",
-            version=self.policy.version,
-            uri=path.resolve().as_uri(),
-            learned_events=self.policy.learned,
+            version=serving.version,
+            uri=serving.path.resolve().as_uri(),
+            learned_events=serving.learned,
             metrics={
                 "joined": float(js.joined),
                 "unseen": float(js.unseen),
@@ -402,6 +434,7 @@ class Learner:
                 "late_feedback": float(js.late_feedback),
                 "unknown_feedback": float(js.unknown_feedback),
                 "dead_lettered": float(self.deadletter.count),
+                **self.gate.metrics(),
             },
         )
         try:
@@ -411,19 +444,18 @@ class Learner:
             log.warning("announcing %s failed, will retry: %s", announcement.version, exc)
             return
         self._announce_pending = False
-        self._announced_learned = self.policy.learned
         self.stats.announcements += 1
 
     def _dead_letter(self, rejected: list[Rejected]) -> None:
-        topic = self.config.topics.feedback
+        topics = self.config.topics
         for r in rejected:
             partition, offset = r.ref if r.ref is not None else (-1, -1)
             self.deadletter.send(
-                source_topic=topic,
+                source_topic=topics.decisions if r.reason == "overflow" else topics.feedback,
                 partition=partition,
                 offset=offset,
-                key=str(r.feedback.event_id).encode("utf-8"),
-                value=encode(r.feedback),
+                key=str(r.event.event_id).encode("utf-8"),
+                value=encode(r.event),
                 reason=r.detail,
             )
         self.stats.dead_lettered += len(rejected)

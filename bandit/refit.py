@@ -26,10 +26,20 @@ Scoring works on arrays: an action set's tokens are prepared once, a context's c
 are memoised per entry, and the distribution for one (shopper tokens, action set) pair is
 computed with numpy once per fit and then reused, since shoppers share bucketed features.
 Identical rows of the window are counted together, so a refit costs milliseconds to a
-fraction of a second however long the window; it runs inside ``learn``."""
+fraction of a second however long the window.
+
+Fits are due every ``every`` learned events but made when their result is first needed (a
+``pmf``, ``to_bytes``): ``learn`` keeps only the latest due fit's counts and draw index, since a
+later due fit replaces an earlier one whole. The model is the same as if every due fit had run
+at once (its draws are seeded by their index), while a learner reading a backlog, whose
+snapshots are taken seconds apart, fits once per snapshot rather than every 500 events.
+
+Saved, the window is its distinct rows once each plus one packed integer per event (row index
+and outcome), so its size is bounded by ``window``, never by the traffic or a reward window."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import threading
@@ -49,7 +59,9 @@ from bandit.scoring import ActionSet, Example
 from bandit.tokens import action_tokens, context_tokens
 from streams.schemas import FeatureValue
 
-_FORMAT = "copyloop-refit/1"
+_FORMAT = "copyloop-refit/2"
+#: the first format, with the window as a list of [row, outcome] pairs: still read
+_FORMAT_V1 = "copyloop-refit/1"
 _INTERCEPT_PRECISION = 1e-4
 #: shopper / context tokens never crossed (nor used alone): the hashed shopper id
 _SKIP_CROSS = ("id=",)
@@ -137,6 +149,12 @@ class RefitModel:
         self._counts: dict[Row, list[int]] = {}
         self._since = 0
         self._refits = 0
+        #: outcomes in the window: [failures, successes] (a fit needs both)
+        self._outcomes = [0, 0]
+        #: the latest due fit not made yet: the window's counts then and its draw index
+        self._pending: tuple[list[tuple[Row, int, int]], int] | None = None
+        #: serialises fits (a pmf that makes a due fit, a learner saving)
+        self._fit_lock = threading.Lock()
         self._vocab: dict[str, int] = {}
         #: one row per member, one column per vocabulary token + a zero padding column
         self._coef: NDArray[np.float64] = np.zeros((0, 0))
@@ -191,6 +209,8 @@ class RefitModel:
     # -- the verbs ------------------------------------------------------------------------
     def pmf(self, context: Mapping[str, FeatureValue], actions: ActionSet) -> list[float]:
         k = len(actions)
+        if self._pending is not None:
+            self._fit_pending()
         with self._lock:
             coef, vocab, dists = self._coef, self._vocab, self._dists
         if coef.shape[0] == 0:
@@ -233,11 +253,13 @@ class RefitModel:
     def learn(self, examples: Iterable[Example]) -> int:
         n = 0
         window, counts, limit = self._window, self._counts, self.config.window
-        for ex in examples:
-            tokens = ex.actions.prepared(("refit-tokens",), _action_set_tokens)
-            row = self._row(self._shared(ex.context), tokens[ex.action])
-            success = ex.reward > 0
-            with self._lock:
+        outcomes, every = self._outcomes, self.config.every
+        shared_of, row_of = self._shared, self._row
+        with self._lock:
+            for ex in examples:
+                tokens = ex.actions.prepared(("refit-tokens",), _action_set_tokens)
+                row = row_of(shared_of(ex.context), tokens[ex.action])
+                success = ex.reward > 0
                 if len(window) >= limit:
                     self._forget(*window.popleft())
                 window.append((row, success))
@@ -245,25 +267,53 @@ class RefitModel:
                 if c is None:
                     c = counts[row] = [0, 0]
                 c[success] += 1
+                outcomes[success] += 1
+                n += 1
                 self._since += 1
-                due = self._since >= self.config.every
-            n += 1
-            if due:
-                self.refit()
+                if self._since >= every:
+                    self._since = 0
+                    # a fit of a single outcome changes nothing (see _fit); one of both
+                    # replaces any earlier fit not made yet
+                    if outcomes[0] and outcomes[1]:
+                        self._pending = (self._window_counts(), self._refits)
+                        self._refits += 1
         return n
 
     def _forget(self, row: Row, success: bool) -> None:
         c = self._counts[row]
         c[success] -= 1
+        self._outcomes[success] -= 1
         if c[0] == 0 and c[1] == 0:
             del self._counts[row]
+
+    def _window_counts(self) -> list[tuple[Row, int, int]]:
+        return [(row, c[0], c[1]) for row, c in self._counts.items()]
+
+    def _fit_pending(self) -> None:
+        with self._fit_lock:
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is not None:
+                self._fit(*pending)
 
     def refit(self) -> bool:
         """Fit the window now and draw the members from the posterior; False (nothing changed)
         when the window holds a single outcome."""
-        with self._lock:
-            counts = [(row, c[0], c[1]) for row, c in self._counts.items()]
-            self._since = 0
+        with self._fit_lock:
+            with self._lock:
+                counts = self._window_counts()
+                self._since = 0
+                self._pending = None
+                index = self._refits
+            if self._fit(counts, index):
+                with self._lock:
+                    self._refits += 1
+                return True
+            return False
+
+    def _fit(self, counts: list[tuple[Row, int, int]], index: int) -> bool:
+        """Fit ``counts`` (rows with their failures and successes) and draw the members with
+        the ``index``-th seed; False (nothing changed) when they hold a single outcome."""
         vocab: dict[str, int] = {}
         indices: list[int] = []
         indptr = [0]
@@ -289,7 +339,7 @@ class RefitModel:
             x, fit, l2=l2, intercept_precision=_INTERCEPT_PRECISION, weights=w
         )
         chol = np.linalg.cholesky(precision)
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self._refits])
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, index])
         members = self.config.members
         # members: draws from N(mode, precision^-1), as mode + L^-T z with precision = L L'
         mode = fit.mode
@@ -300,20 +350,25 @@ class RefitModel:
         coef[:, :-1] = draws[:-1].T  # the intercept is the same for every action: not kept
         with self._lock:
             self._vocab, self._coef, self._dists = vocab, coef, {}
-            self._refits += 1
         return True
 
     # -- persistence ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:
+        self._fit_pending()  # a saved model holds its latest due fit
         with self._lock:
             rows: dict[Row, int] = {}
-            window = [[rows.setdefault(row, len(rows)), int(s)] for row, s in self._window]
+            codes = np.fromiter(
+                ((rows.setdefault(row, len(rows)) << 1) | s for row, s in self._window),
+                dtype="<u4",
+                count=len(self._window),
+            )
             state = {
                 "format": _FORMAT,
                 "vocab": sorted(self._vocab, key=self._vocab.__getitem__),
                 "coef": self._coef.tolist(),
                 "rows": [list(r) for r in rows],
-                "window": window,
+                # one little-endian uint32 per event, oldest first: row index << 1 | success
+                "window": base64.b64encode(codes.tobytes()).decode("ascii"),
                 "since": self._since,
                 "refits": self._refits,
             }
@@ -322,16 +377,22 @@ class RefitModel:
     def _restore(self, model: bytes) -> None:
         try:
             state = json.loads(zlib.decompress(model).decode("utf-8"))
-            if state.get("format") != _FORMAT:
+            if state.get("format") == _FORMAT:
+                codes = np.frombuffer(base64.b64decode(state["window"]), dtype="<u4").tolist()
+                pairs = [(c >> 1, c & 1) for c in codes]
+            elif state.get("format") == _FORMAT_V1:
+                pairs = state["window"]
+            else:
                 raise ValueError(f"format {state.get('format')!r}")
             rows = [tuple(r) for r in state["rows"]]
-            for i, s in state["window"][-self.config.window :]:
+            for i, s in pairs[-self.config.window :]:
                 row, success = rows[i], bool(s)
                 self._window.append((row, success))
                 c = self._counts.get(row)
                 if c is None:
                     c = self._counts[row] = [0, 0]
                 c[success] += 1
+                self._outcomes[success] += 1
             self._vocab = {tok: i for i, tok in enumerate(state["vocab"])}
             coef = np.asarray(state["coef"], dtype=np.float64)
             width = len(self._vocab) + 1  # + the padding column
@@ -345,4 +406,6 @@ class RefitModel:
         with self._lock:
             self._window.clear()
             self._counts.clear()
+            self._outcomes[:] = [0, 0]
+            self._pending = None
             self._dists = {}

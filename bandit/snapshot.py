@@ -3,10 +3,15 @@
 
 A hot swap replaces one reference under a lock; a request that already took the old policy
 finishes with it (Python keeps it alive until then), so no request is dropped or sees a half
-loaded model."""
+loaded model.
+
+The learner names the snapshot rankers should serve in ``serving.json`` beside the snapshots:
+with the promotion gate (``bandit.promotion``) that is not always the newest one, and a restart
+re-announces it. Pruning never removes it, so a ranker that starts later can still load it."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -20,19 +25,48 @@ from bandit.policy import Actions, Policy
 from streams.schemas import Channel, Decision, FeatureValue, ModelAnnouncement
 
 SUFFIX = ".policy"
+SERVING = "serving.json"
+
+
+def snapshot_path(directory: Path, version: str) -> Path:
+    return directory / f"{version}{SUFFIX}"
 
 
 def write_snapshot(policy: Policy, directory: Path, *, keep: int = 10) -> Path:
-    """Write ``policy`` as ``directory/<version>.policy`` and keep only the newest ``keep``."""
+    """Write ``policy`` as ``directory/<version>.policy`` and keep only the newest ``keep``,
+    besides the one ``serving.json`` names."""
     if keep < 1:
         raise BanditError(f"`keep` must be >= 1, got {keep}")
-    path = directory / f"{policy.version}{SUFFIX}"
+    path = snapshot_path(directory, policy.version)
     write_atomic(path, policy.to_bytes())
+    kept = {path}
+    serving = read_serving(directory)
+    if serving is not None:
+        kept.add(snapshot_path(directory, serving))
     snapshots = sorted(directory.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime_ns)
     for old in snapshots[:-keep]:
-        if old != path:
+        if old not in kept:
             old.unlink(missing_ok=True)
     return path
+
+
+def write_serving(directory: Path, version: str) -> None:
+    """Record ``version`` as the snapshot rankers should serve (atomically)."""
+    write_atomic(directory / SERVING, json.dumps({"version": version}).encode("utf-8"))
+
+
+def read_serving(directory: Path) -> str | None:
+    """The version ``serving.json`` names (None: no record, as in a data dir never announced)."""
+    path = directory / SERVING
+    try:
+        version = json.loads(path.read_bytes())["version"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"reading {path} failed: {exc}") from exc
+    if not isinstance(version, str) or not version:
+        raise CheckpointError(f"{path}: `version` must be a non-empty string, got {version!r}")
+    return version
 
 
 def snapshot_file(uri: str) -> Path:

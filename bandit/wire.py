@@ -8,7 +8,11 @@ restated for msgspec, in two views of the same fields.
   pydantic event without validating it a second time. Any message msgspec does not accept as is
   goes through pydantic itself, so the result, and the error naming the field for a dead letter,
   are exactly pydantic's; msgspec only ever takes the fast path for what pydantic would accept
-  unchanged. Tests hold the two paths equal. (Feedback is small enough that pydantic is as fast.)
+  unchanged. Tests hold the two paths equal. A decision's pool part (``actions`` and
+  ``action_features``, two thirds of its bytes) is the same text in every decision of a pool: it
+  is validated once per distinct text and its decoded lists are shared after that.
+- :class:`WireFeedback`, the same for the feedback topic: pydantic costs ~40x msgspec on a
+  feedback line, and the learner reads about one per decision.
 - :class:`DecisionRow`, what ``copyloop replay`` reads of a logged decision: the few fields it
   needs, the rest of the line skipped unparsed (a whole decision decodes ~7x slower, and replay
   has a budget of 200,000 events/s).
@@ -24,7 +28,13 @@ from uuid import UUID
 
 import msgspec
 
-from streams.schemas import IDENTIFIER_MAX_LENGTH, IDENTIFIER_RE, ActionFeatures, Decision
+from streams.schemas import (
+    IDENTIFIER_MAX_LENGTH,
+    IDENTIFIER_RE,
+    ActionFeatures,
+    Decision,
+    Feedback,
+)
 
 #: the most actions a decision holds
 MAX_ACTIONS = 256
@@ -48,23 +58,6 @@ class _Features(msgspec.Struct, frozen=True, gc=False):
     length_bucket: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     generator_version: _Version
     traits: tuple[str, ...] = ()  # a tuple, so the struct hashes as a cache key
-
-
-class _Decision(msgspec.Struct, gc=False):
-    event_id: UUID
-    product_id: _Id
-    channel: Literal["ad_headline", "product_desc", "push", "social"]
-    pool_version: Annotated[int, msgspec.Meta(ge=1)]
-    policy_version: _Version
-    actions: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_ACTIONS)]
-    action_features: Annotated[list[_Features], msgspec.Meta(min_length=1, max_length=MAX_ACTIONS)]
-    action: _Action
-    pscore: _Pscore
-    action_dist: _ActionDist
-    # absent means "now" (as pydantic's default factory); null is refused, as by pydantic
-    ts: AwareTime | msgspec.UnsetType = msgspec.UNSET
-    context: Annotated[dict[str, _Value], msgspec.Meta(max_length=256)] = {}
-    schema_version: Literal[1] = 1
 
 
 class DecisionRow(msgspec.Struct, gc=False):
@@ -92,9 +85,37 @@ class DecisionRow(msgspec.Struct, gc=False):
         )
 
 
-_DECISION = msgspec.json.Decoder(_Decision)
+class _Lean(msgspec.Struct, gc=False):
+    """``Decision`` for msgspec, its pool part left as raw JSON (checked once per distinct
+    text by :func:`_pool`)."""
+
+    event_id: UUID
+    product_id: _Id
+    channel: Literal["ad_headline", "product_desc", "push", "social"]
+    pool_version: Annotated[int, msgspec.Meta(ge=1)]
+    policy_version: _Version
+    actions: msgspec.Raw
+    action_features: msgspec.Raw
+    action: _Action
+    pscore: _Pscore
+    action_dist: _ActionDist
+    ts: AwareTime | msgspec.UnsetType = msgspec.UNSET
+    context: Annotated[dict[str, _Value], msgspec.Meta(max_length=256)] = {}
+    schema_version: Literal[1] = 1
+
+
+_LEAN = msgspec.json.Decoder(_Lean)
+_ACTIONS = msgspec.json.Decoder(
+    Annotated[list[_Id], msgspec.Meta(min_length=1, max_length=MAX_ACTIONS)]
+)
+_ACTION_FEATURES = msgspec.json.Decoder(
+    Annotated[list[_Features], msgspec.Meta(min_length=1, max_length=MAX_ACTIONS)]
+)
 _FEATURES: dict[_Features, ActionFeatures] = {}
 _FEATURES_MAX = 100_000
+#: a pool's (actions, action_features) JSON -> its decoded lists (None: not valid as is)
+_POOLS: dict[tuple[bytes, bytes], tuple[list[str], list[ActionFeatures]] | None] = {}
+_POOLS_MAX = 10_000
 
 
 def assemble(cls: type[Any], values: dict[str, Any]) -> Any:
@@ -127,11 +148,34 @@ def _features(f: _Features) -> ActionFeatures:
     return hit
 
 
-def _consistent(d: _Decision) -> bool:
-    """``Decision``'s cross-field rules (streams.schemas), checked on the fast path."""
-    n = len(d.actions)
+def _pool(
+    actions: msgspec.Raw, features: msgspec.Raw
+) -> tuple[list[str], list[ActionFeatures]] | None:
+    """The decoded pool part of a decision, validated on first sight of its text."""
+    key = (bytes(actions), bytes(features))
+    try:
+        return _POOLS[key]
+    except KeyError:
+        pass
+    try:
+        ids = [intern(a) for a in _ACTIONS.decode(key[0])]
+        feats = [_features(f) for f in _ACTION_FEATURES.decode(key[1])]
+        hit: tuple[list[str], list[ActionFeatures]] | None = (ids, feats)
+        if len(feats) != len(ids):
+            hit = None
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        hit = None
+    if len(_POOLS) >= _POOLS_MAX:
+        _POOLS.clear()
+    _POOLS[key] = hit
+    return hit
+
+
+def _consistent(d: _Lean, n: int) -> bool:
+    """``Decision``'s cross-field rules (streams.schemas) for ``n`` actions, checked on the
+    fast path."""
     dist = d.action_dist
-    if len(d.action_features) != n or len(dist) != n or d.action >= n:
+    if len(dist) != n or d.action >= n:
         return False
     total = sum(dist)
     # a finite sum means every entry is finite (an inf or nan would carry into it)
@@ -146,10 +190,11 @@ class WireDecision(Decision):
     @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Decision:  # type: ignore[override]
         try:
-            d = _DECISION.decode(json_data)
+            d = _LEAN.decode(json_data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             d = None
-        if d is None or not _consistent(d):
+        pool = None if d is None else _pool(d.actions, d.action_features)
+        if d is None or pool is None or not _consistent(d, len(pool[0])):
             return Decision.model_validate_json(json_data, **kwargs)
         built: Decision = assemble(
             Decision,
@@ -164,8 +209,9 @@ class WireDecision(Decision):
                 # pending decisions wait a whole reward window in the learner: strings that
                 # repeat across them (buckets, variant ids) are shared, a third of the memory
                 "context": {k: intern(v) if type(v) is str else v for k, v in d.context.items()},
-                "actions": [intern(a) for a in d.actions],
-                "action_features": [_features(f) for f in d.action_features],
+                # a pool's lists are shared by its decisions: nothing downstream changes them
+                "actions": pool[0],
+                "action_features": pool[1],
                 "action": d.action,
                 "pscore": d.pscore,
                 "action_dist": d.action_dist,
@@ -174,6 +220,43 @@ class WireDecision(Decision):
         return built
 
 
+class _Feedback(msgspec.Struct, gc=False):
+    feedback_id: _Id
+    event_id: UUID
+    kind: Literal["impression", "click", "add_to_cart", "purchase"]
+    ts: AwareTime | msgspec.UnsetType = msgspec.UNSET
+    value: Annotated[float, msgspec.Meta(ge=0, lt=1e9)] | None = None
+    schema_version: Literal[1] = 1
+
+
+_FEEDBACK = msgspec.json.Decoder(_Feedback)
+
+
+class WireFeedback(Feedback):
+    """The feedback topic's model for the learner; decodes to a plain :class:`Feedback`, by
+    msgspec when it accepts the message as is, else by pydantic (see the module)."""
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Feedback:  # type: ignore[override]
+        try:
+            f = _FEEDBACK.decode(json_data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return Feedback.model_validate_json(json_data, **kwargs)
+        built: Feedback = assemble(
+            Feedback,
+            {
+                "schema_version": 1,
+                "feedback_id": f.feedback_id,
+                "event_id": f.event_id,
+                "ts": datetime.now(UTC) if f.ts is msgspec.UNSET else f.ts.astimezone(UTC),
+                "kind": f.kind,
+                "value": f.value,
+            },
+        )
+        return built
+
+
 # serde names the model in a dead letter's reason ("invalid Decision: field `x` ..."); the
 # reason should name the event, not this decoder
 WireDecision.__name__ = "Decision"
+WireFeedback.__name__ = "Feedback"

@@ -2,7 +2,9 @@
 learn; checkpoints as configured) against native VW learning the same examples from a text file
 in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Also reports how
 fast the Kafka client alone reads and decodes the same messages, the ceiling for any learner
-built on it. Writes JSON.
+built on it. Also measures the checkpoint at a steady load (``--ckpt-rate`` decisions/s over a
+``--ckpt-window`` s reward window, all of them open, 90 % with an impression, the refit model's
+window full): its size per part and the time to encode and write it. Writes JSON.
 
 Needs a broker: ``COPYLOOP_KAFKA_BOOTSTRAP`` (default 127.0.0.1:19092). The events go to topics
 under a fresh prefix, so nothing else on the broker is read or disturbed.
@@ -30,13 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import write_result  # this folder: the script's own
 
+from bandit.checkpoint import Checkpoint
 from bandit.features import action_features, encode_context
+from bandit.join import RewardJoiner
 from bandit.learner import Learner, LearnerConfig
-from bandit.policy import ActionSet, PolicyConfig
+from bandit.policy import ActionSet, Policy, PolicyConfig
 from bandit.presets import DEFAULT_PRESET, PRESETS, VW_SQUARECB, preset
 from bandit.reward import RewardConfig
 from bandit.vw import VWConfig, action_line, example_text, shared_line, vw_arguments
-from bandit.wire import WireDecision
+from bandit.wire import WireDecision, WireFeedback, assemble
 from streams.consumer import EventConsumer
 from streams.producer import KafkaEventSink
 from streams.schemas import TRAITS, Decision, Feedback, Variant
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--snapshot-every", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=Path("var/bench/learner.json"))
+    parser.add_argument("--ckpt-rate", type=int, default=1000, help="decisions/s (0: skip)")
+    parser.add_argument("--ckpt-window", type=float, default=1800.0, help="reward window, s")
     args = parser.parse_args()
     bootstrap = os.environ.get("COPYLOOP_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     rng = random.Random(args.seed)
@@ -173,7 +179,7 @@ def main() -> None:
         # the ceiling set by the Kafka client alone: read and decode the same messages
         reader = EventConsumer(
             bootstrap,
-            {topics.decisions: WireDecision, topics.feedback: Feedback},
+            {topics.decisions: WireDecision, topics.feedback: WireFeedback},
             group_id=None,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -203,7 +209,89 @@ def main() -> None:
         "checkpoints": learner.stats.checkpoints,
         "python": platform.python_version(),
     }
+    if args.ckpt_rate > 0:
+        result["checkpoint_at_load"] = _checkpoint_at_load(
+            joined, config, args.ckpt_rate, args.ckpt_window, args.seed
+        )
     write_result(args.out, result)
+
+
+def _checkpoint_at_load(
+    joined: list[tuple[Decision, float]],
+    config: PolicyConfig,
+    rate: int,
+    window_s: float,
+    seed: int,
+) -> dict[str, float]:
+    """The learner's checkpoint with ``rate x (window + lateness)`` decisions open: the most
+    a steady ``rate`` holds, each waiting for its window to close."""
+    lateness_s = LearnerConfig.lateness_s
+    n_open = int(rate * (window_s + lateness_s))
+    joiner = RewardJoiner(RewardConfig(window_s=window_s), lateness_s=lateness_s)
+    rng = random.Random(seed)
+    for i in range(n_open):
+        d, _ = joined[i % len(joined)]
+        d = assemble(
+            Decision,
+            {
+                **d.__dict__,
+                "event_id": uuid.UUID(int=rng.getrandbits(128)),
+                "ts": T0 + timedelta(seconds=i / rate),
+            },
+        )
+        joiner.add_decision(d)
+        if i % 10:
+            joiner.add_feedback(
+                assemble(
+                    Feedback,
+                    {
+                        "schema_version": 1,
+                        "feedback_id": f"{d.event_id}-i",
+                        "event_id": d.event_id,
+                        "ts": d.ts,
+                        "kind": "impression",
+                        "value": None,
+                    },
+                )
+            )
+    policy = Policy(config, seed)
+    window = getattr(config.model, "window", len(joined))
+    while policy.learned < window:  # the refit model's window full (VW: no window)
+        policy.learn_many(joined[: window - policy.learned])
+    t0 = time.perf_counter()
+    ck = Checkpoint(
+        policy=policy.to_bytes(),
+        offsets={},
+        joiner=joiner.to_state(),
+        learned=policy.learned,
+        seq=1,
+        lineage="bench",
+        version="bench-000001",
+    )
+    encode_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        ck.save(Path(tmp) / "learner.ckpt")
+        write_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        back = Checkpoint.load(Path(tmp) / "learner.ckpt")
+        assert back is not None
+        RewardJoiner.from_state(back.joiner, RewardConfig(window_s=window_s))
+        Policy.from_bytes(back.policy)
+        load_s = time.perf_counter() - t0
+    return {
+        "decisions_per_s": rate,
+        "reward_window_s": window_s,
+        "open_decisions": joiner.pending,
+        "model_window_events": policy.learned,
+        "bytes": len(ck.to_bytes()),
+        "joiner_bytes": len(ck.joiner),
+        "model_bytes": len(ck.policy),
+        "bytes_per_open_decision": round(len(ck.joiner) / max(joiner.pending, 1), 1),
+        "encode_s": round(encode_s, 3),
+        "write_s": round(write_s, 3),
+        "restore_s": round(load_s, 3),
+    }
 
 
 if __name__ == "__main__":

@@ -79,10 +79,19 @@ class FinetuneConfig:
     max_length: int = field(default=256, metadata={"help": "longest tokenised example"})
     device: str | None = field(default=None, metadata={"help": "default: cuda if present"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    free_prompt_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "share of a pool's candidates the tuned model is asked for with no wished "
+            "style (it was trained on such prompts; written to copyloop.json)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.method not in ("kto", "dpo"):
             raise ValueError(f"`method` must be kto or dpo, got {self.method!r}")
+        if not 0.0 <= self.free_prompt_share <= 1.0:
+            raise ValueError(f"`free_prompt_share` must be in [0, 1], got {self.free_prompt_share}")
         for name in ("max_steps", "lora_r", "lora_alpha", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
@@ -349,6 +358,7 @@ def _write_meta(
             data = json.loads(src.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ModelLoadError(f"{src} is not valid JSON: {exc}") from exc
+    data["free_prompt_share"] = config.free_prompt_share
     data["finetune"] = {
         "parent": str(parent),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},

@@ -89,6 +89,20 @@ def read_format(path: Path) -> PromptFormat:
     return "instruction"
 
 
+def read_free_share(path: Path) -> float:
+    """``copyloop.json``'s ``free_prompt_share`` (0 when absent)."""
+    meta = path / META_FILE
+    if not meta.is_file():
+        return 0.0
+    try:
+        share = json.loads(meta.read_text(encoding="utf-8")).get("free_prompt_share", 0.0)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{meta} is not valid JSON: {exc}") from exc
+    if not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+        raise ModelLoadError(f"{meta}: `free_prompt_share` must be a number in [0, 1]")
+    return float(share)
+
+
 class CopyGenerator:
     """A causal LM that writes copy (a :class:`generator.interface.CopyModel`). Load one with
     :meth:`from_path`; ``generator.sampling.generate`` turns it into pools."""
@@ -102,9 +116,16 @@ class CopyGenerator:
         prompt_format: PromptFormat,
         device: torch.device,
         batch_size: int | None = None,
+        free_prompt_share: float = 0.0,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+        if not 0.0 <= free_prompt_share <= 1.0:
+            raise ValueError(f"`free_prompt_share` must be in [0, 1], got {free_prompt_share}")
+        #: the share of a pool's candidates asked for with no wished style, so that the model
+        #: chooses the style itself: 0 for a model trained on wishes, more once fine-tuning
+        #: taught it which copy sells (``copyloop.json``'s ``free_prompt_share``)
+        self.free_prompt_share = free_prompt_share
         self.model = model
         self.tokenizer = tokenizer
         self.version = version
@@ -155,6 +176,7 @@ class CopyGenerator:
             prompt_format=read_format(folder),
             device=dev,
             batch_size=batch_size,
+            free_prompt_share=read_free_share(folder),
         )
 
     # -- prompts ----------------------------------------------------------------------------

@@ -92,10 +92,17 @@ def variant_id(text: str, language: Language, channel: Channel) -> str:
 
 
 def plan_candidates(
-    product: Product, channel: Channel, language: Language, count: int, rng: random.Random
+    product: Product,
+    channel: Channel,
+    language: Language,
+    count: int,
+    rng: random.Random,
+    free_share: float = 0.0,
 ) -> list[Plan]:
     """``count`` wishes that cycle through every style the product allows, each with a random
-    companion style and length, so that the candidates differ before sampling adds its own."""
+    companion style and length, so that the candidates differ before sampling adds its own.
+    A ``free_share`` of them (after the styled ones are drawn, so those stay as they were)
+    wish for no style: the model picks it, as fine-tuning taught it."""
     slots = available_slots(product, language)
     styles = [s for s in STYLES if s != "discount" or "discount" in slots]
     offset = rng.randrange(len(styles))
@@ -107,6 +114,9 @@ def plan_candidates(
             chosen.append(rng.choice([s for s in styles if s != primary]))
         length: Length = LENGTHS[rng.randrange(len(LENGTHS))]
         plans.append(Plan(language, channel, length, tuple(chosen), slots))
+    if free_share > 0:
+        free = random.Random(rng.random())  # noqa: S311 - sampling, not secrets
+        plans = [replace(p, styles=()) if free.random() < free_share else p for p in plans]
     return plans
 
 
@@ -263,7 +273,9 @@ def generate(
     for round_ in range(config.max_rounds):
         report_rounds = round_ + 1
         want = math.ceil(n * config.oversample) if round_ == 0 else 2 * (n - len(chosen)) + n
-        plans = plan_candidates(product, channel, language, want, rng)
+        plans = plan_candidates(
+            product, channel, language, want, rng, getattr(gen, "free_prompt_share", 0.0)
+        )
         seen.extend(
             sample_candidates(gen, product, plans, checker, values, seed + round_, config, suppress)
         )

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=0, ge=0, description="joined rewards between automatic fine-tune rounds; 0: off"
     )
 
+    promotion_gate: bool = Field(
+        default=True,
+        description="judge each bandit snapshot on logged decisions it never learned and hold "
+        "back one clearly worse than the serving one (bandit.promotion); false: announce all",
+    )
     bandit_preset: str | None = Field(
         default=None,
         description="the bandit's settings by name (bandit.presets; None: its default): what "

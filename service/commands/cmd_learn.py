@@ -20,6 +20,7 @@ from bandit.errors import BanditError, ConfigError
 from bandit.learner import Learner, LearnerConfig
 from bandit.policy import PolicyConfig
 from bandit.presets import DEFAULT_PRESET, PRESETS, preset
+from bandit.promotion import PromotionConfig
 from bandit.reward import RewardConfig
 from service.settings import Settings
 from streams.errors import StreamsError
@@ -81,6 +82,12 @@ def learn(
         True, help="close windows by the wall clock when no events arrive"
     ),
     max_seconds: float = typer.Option(0.0, help="stop after this long (0: run until stopped)"),
+    promotion_gate: bool | None = typer.Option(
+        None,
+        "--promotion-gate/--no-promotion-gate",
+        help="hold back a snapshot clearly worse than the serving one on decisions it never "
+        "learned (default: $COPYLOOP_PROMOTION_GATE, else on)",
+    ),
 ) -> None:
     """Consume decisions and feedback, learn the bandit, checkpoint and announce snapshots."""
     settings = Settings()
@@ -109,6 +116,9 @@ def learn(
             snapshot_every_s=settings.snapshot_every_s,
             lateness_s=lateness,
             idle_close=idle_close,
+            promotion=PromotionConfig(
+                enabled=settings.promotion_gate if promotion_gate is None else promotion_gate
+            ),
         )
         admin = TopicAdmin(settings.kafka_bootstrap)
         admin.ensure(settings.topics, partitions=settings.topic_partitions)
@@ -144,7 +154,7 @@ def learn(
             raise typer.Exit(2) from exc
     console.print(
         f"stopped: {stats.learned} learned events, {stats.checkpoints} checkpoints, "
-        f"{stats.announcements} announcements"
+        f"{stats.announcements} announcements, {stats.held_back} snapshots held back"
     )
 
 

@@ -46,6 +46,11 @@ class RefreshConfig:
     oversample: float = 3.0
     #: the generation date and catalog brands the guardrails use (None: today, no catalog)
     guardrails: GuardrailConfig | None = None
+    #: a variant the logging policy gives less than this share of its traffic in every segment
+    #: that saw it often enough (``retire_offered`` decisions) is a loser: under Thompson
+    #: sampling the share is the posterior probability of being the best copy there
+    retire_share: float = 0.02
+    retire_offered: int = 100
 
     def __post_init__(self) -> None:
         if self.oversample < 1:
@@ -88,23 +93,39 @@ def latest_pools(pools: Iterable[VariantPool]) -> dict[str, VariantPool]:
     return out
 
 
-def judge(values: Iterable[VariantValue]) -> dict[tuple[str, str], tuple[Fate, str]]:
-    """``(product id, variant id) -> (fate, why)`` from the round's estimates (labels are the
-    posterior test: P(value > cell mean) beyond the data's confidence, one way or the other)."""
+def judge(
+    values: Iterable[VariantValue], config: RefreshConfig | None = None
+) -> dict[tuple[str, str], tuple[Fate, str]]:
+    """``(product id, variant id) -> (fate, why)`` from the round's estimates: the labels'
+    posterior test (P(value > cell mean) beyond the data's confidence, one way or the other),
+    and the logging policy's own posterior (its traffic share, see ``RefreshConfig``)."""
+    config = config or RefreshConfig()
     labels: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     unlawful: dict[tuple[str, str], str] = {}
+    shares: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
     for v in values:
         key = (v.product_id, v.variant_id)
         if v.excluded is not None and v.excluded.startswith("guardrail"):
             unlawful[key] = v.excluded
         if v.label is not None:
             labels[key][v.label].append(v.segment)
+        if v.share is not None:
+            shares[key].append((v.offered, v.share))
     out: dict[tuple[str, str], tuple[Fate, str]] = {}
     for key, by_label in labels.items():
         if by_label.get("desirable"):
             out[key] = ("winner", f"above its cell's mean in {sorted(by_label['desirable'])}")
         else:
             out[key] = ("loser", f"below its cell's mean in {sorted(by_label['undesirable'])}")
+    for key, seen in shares.items():
+        judged = [share for offered, share in seen if offered >= config.retire_offered]
+        if key in out or not judged or max(judged) >= config.retire_share:
+            continue
+        out[key] = (
+            "loser",
+            f"the policy gives it at most {max(judged):.1%} of the traffic in every segment "
+            f"that saw it {config.retire_offered}+ times",
+        )
     for key, why in unlawful.items():
         out[key] = ("unlawful", why)
     return out
@@ -208,7 +229,7 @@ def refresh_pools(
     """Refresh the newest pool of every product in ``channels`` (the ones the round trained
     for, with the channel its examples were for)."""
     latest = latest_pools(pools)
-    fates = judge(values)
+    fates = judge(values, config)
     out = []
     for pid, channel in channels.items():
         if pid not in latest or pid not in products:

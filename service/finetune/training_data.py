@@ -91,6 +91,9 @@ class VariantValue:
     p_above_mean: float | None
     label: Label | None
     excluded: str | None = None
+    #: its mean probability in the logged action distributions of the cell: under Thompson
+    #: sampling, the logging policy's posterior probability that it is the cell's best choice
+    share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,14 @@ def example(
     format the plan the text answers and the text in slot form (so the model keeps writing
     slots); otherwise the plain-words prompt and the text."""
     plan = plan_for(product, channel, variant.text, variant.traits)
+    # the prompt wishes for no style (``free``): trained on it, the model learns which copy to
+    # write when the choice is its own, and a fine-tuned model is asked that way for a share of
+    # its candidates (``CopyGenerator.free_prompt_share``); wishes keep their meaning
+    free = replace(plan, styles=())
     if prompt_format == "slots-v1":
-        prompt = control_prompt(plan)
         full = training_example(product, channel, variant.text, variant.traits)
-        return prompt, full[len(prompt) :]
-    return completion_prompt(product, plan), f" {variant.text}"
+        return control_prompt(free), full[len(control_prompt(plan)) :]
+    return completion_prompt(product, free), f" {variant.text}"
 
 
 def pair_prompt(product: Product, channel: Channel, prompt_format: PromptFormat) -> str:
@@ -196,6 +202,7 @@ def _cell_values(
         target = np.zeros((rows.shape[0], width))
         target[np.arange(rows.shape[0]), at] = 1.0  # always show this variant
         shown = int((action[rows] == at).sum())
+        share = float(np.mean([decisions[r].action_dist[a] for r, a in where]))
         est = ope.estimate(
             reward[rows],
             action[rows],
@@ -228,6 +235,7 @@ def _cell_values(
                 cell_mean=cell_mean,
                 p_above_mean=p_above,
                 label=label,
+                share=share,
             )
         )
     return out

@@ -17,6 +17,7 @@ from streams.schemas import Decision, Feedback
 
 _IMPRESSION = 1
 _CLICK = 2
+_FLAGS = _IMPRESSION | _CLICK
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,19 @@ class VariantStats:
         self._max_events = max_events
         self._max_waiting = max_waiting
         self._lock = threading.Lock()
-        # event_id -> [product_id, variant_id, flags]
-        self._events: OrderedDict[str, list[str | int]] = OrderedDict()
+        # event_id -> slot << 2 | flags, where ``self._slots[slot]`` is the counts of the
+        # variant the event showed. A plain int per event, not a list: the garbage collector
+        # tracks every list and scans the whole table at each full collection (hundreds of
+        # thousands of events, tens of milliseconds that stall every request thread), while
+        # ints and strings are never tracked.
+        self._events: OrderedDict[str, int] = OrderedDict()
         # event_id -> flags seen before the decision arrived
         self._waiting: OrderedDict[str, int] = OrderedDict()
         # product_id -> variant_id -> [decisions, impressions, clicks]
         self._counts: dict[str, dict[str, list[int]]] = {}
+        # one entry per (product, variant) ever counted: the same lists as in ``_counts``
+        self._slots: list[list[int]] = []
+        self._slot_of: dict[tuple[str, str], int] = {}
         self.duplicates = 0
         self.orphans_dropped = 0
 
@@ -63,10 +71,13 @@ class VariantStats:
             if key in self._events:
                 self.duplicates += 1
                 return
-            product = self._counts.setdefault(decision.product_id, {})
-            counts = product.setdefault(variant, [0, 0, 0])
-            counts[0] += 1
-            self._events[key] = [decision.product_id, variant, 0]
+            slot = self._slot_of.get((decision.product_id, variant))
+            if slot is None:
+                slot = self._slot_of[(decision.product_id, variant)] = len(self._slots)
+                product = self._counts.setdefault(decision.product_id, {})
+                self._slots.append(product.setdefault(variant, [0, 0, 0]))
+            self._slots[slot][0] += 1
+            self._events[key] = slot << 2
             if len(self._events) > self._max_events:
                 self._events.popitem(last=False)
             early = self._waiting.pop(key, 0)
@@ -90,13 +101,13 @@ class VariantStats:
 
     def _apply(self, key: str, flags: int) -> None:
         entry = self._events[key]
-        before = int(entry[2])
+        before = entry & _FLAGS
         after = before | flags
         if after == before:
             self.duplicates += 1
             return
-        entry[2] = after
-        counts = self._counts[str(entry[0])][str(entry[1])]
+        self._events[key] = entry | flags
+        counts = self._slots[entry >> 2]
         if after & _IMPRESSION and not before & _IMPRESSION:
             counts[1] += 1
         # a click counts once both it and its impression are known, in whichever order

@@ -89,14 +89,12 @@ class SimulatedRounds:
         kind = "trained" if options.train else "control"
         self.registry = Registry(options.work_dir / kind / "models" / "generator")
         self.rounds: list[dict[str, Any]] = []
-        self._base: CopyGenerator | None = None
+        self._models: dict[Path, CopyGenerator] = {}
 
-    def _untrained(self) -> CopyGenerator:
-        if self._base is None:
-            self._base = CopyGenerator.from_path(
-                self.options.base_model, device=self.options.device
-            )
-        return self._base
+    def _model(self, folder: Path) -> CopyGenerator:
+        if folder not in self._models:
+            self._models[folder] = CopyGenerator.from_path(folder, device=self.options.device)
+        return self._models[folder]
 
     def __call__(
         self, t: int, world: World, decisions: Sequence[Decision], clicks: NDArray[np.bool_]
@@ -111,7 +109,6 @@ class SimulatedRounds:
             result = run_round(
                 log, pools, self.products, self.registry, self.options.base_model, self.config
             )
-            new_pools = result.pools
             entry |= {
                 "status": result.status,
                 "promoted": result.promoted,
@@ -119,8 +116,14 @@ class SimulatedRounds:
                 "examples": result.examples,
                 "guardrail_pass_rate": _pass_rate(result.verdict),
             }
+            new_pools = result.pools
+            if not result.promoted:
+                # the loop still retires losers: refilled by the generator that serves now
+                serving = self.registry.model_path(self.options.base_model)
+                new_pools, _ = self._refresh(log, pools, entry, self._model(serving))
         else:
-            new_pools, entry = self._control(log, pools, entry)
+            new_pools, more = self._refresh(log, pools, entry, self._model(self.options.base_model))
+            entry |= more
         after_world = world
         if new_pools:
             by_id = {p.product_id: p for p in new_pools}
@@ -138,9 +141,10 @@ class SimulatedRounds:
         self.rounds.append(entry)
         return after_world if new_pools else None
 
-    def _control(
-        self, log: Any, pools: list[VariantPool], entry: dict[str, Any]
+    def _refresh(
+        self, log: Any, pools: list[VariantPool], entry: dict[str, Any], model: CopyGenerator
     ) -> tuple[list[VariantPool], dict[str, Any]]:
+        """Retire losers and refill from ``model`` by the round's own estimates (no training)."""
         data = build_training_data(
             log,
             pools,
@@ -149,13 +153,13 @@ class SimulatedRounds:
             config=self.config.data,
         )
         if isinstance(data, NotEnoughEvidence):
-            return [], entry | {"status": "skipped", "promoted": False, "reason": data.reason}
+            return [], {"status": "skipped", "promoted": False, "reason": data.reason}
         refreshed = refresh_pools(
-            pools, data.values, self.catalog, data.products, self._untrained(), self.config.refresh
+            pools, data.values, self.catalog, data.products, model, self.config.refresh
         )
         new = [r.after for r in refreshed if r.after is not None]
         reason = "control: the same refresh from the untrained generator"
-        return new, entry | {"status": "refreshed", "promoted": bool(new), "reason": reason}
+        return new, {"status": "refreshed", "promoted": False, "reason": reason}
 
 
 def _pass_rate(verdict: dict[str, Any] | None) -> float | None:

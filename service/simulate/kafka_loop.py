@@ -22,6 +22,7 @@ import numpy as np
 
 from bandit.learner import Learner, LearnerConfig
 from bandit.policy import Policy, PolicyConfig
+from bandit.promotion import PromotionConfig
 from bandit.reward import RewardConfig
 from bandit.snapshot import PolicyHolder
 from service.errors import SimulationError
@@ -106,6 +107,9 @@ def run_bandit_kafka(
         lateness_s=2.0 * options.batch * step_s,
         max_future_s=None,  # simulated time need not be near the wall clock
         group_id=f"copyloop-sim-{uuid.uuid4().hex[:8]}",
+        # each round's snapshot is served at once, as the rounds above assume; the gate that
+        # would first judge it on the next round's decisions is tested in test_promotion.py
+        promotion=PromotionConfig(enabled=False),
     )
     learner = Learner.connect(learner_config, options.bootstrap)
     sink = KafkaEventSink(options.bootstrap, client_id="copyloop-sim")

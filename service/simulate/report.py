@@ -205,6 +205,7 @@ def write_report(
             f"{ope['n_rounds']} logged rounds, effective sample size {ope['ess']}.</p>"
         )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary.get("notes", []))
+    rounds_html = _rounds(summary)
     images = "".join(f"<p>{_img(p, p.stem)}</p>" for p in plots)
     name = html.escape(str(summary["scenario"]))
     doc = f"""<!DOCTYPE html>
@@ -216,6 +217,7 @@ def write_report(
 <h2>Policies</h2>{figures}{ratio_table}
 <h2>Learning curves</h2>{images}
 <h2>Off-policy evaluation of the final bandit (from the uniform policy's log)</h2>{ope_html}
+{rounds_html}
 <h2>Notes</h2><ul class="note">{notes}</ul>
 <h2>Initial pools</h2>{_pools(world)}
 </body></html>
@@ -223,3 +225,27 @@ def write_report(
     path = out_dir / "report.html"
     path.write_text(doc, encoding="utf-8")
     return path
+
+
+def _rounds(summary: Mapping[str, Any]) -> str:
+    """The fine-tune rounds and their control's, side by side (empty when none ran)."""
+    tuned, control = summary.get("finetune_rounds") or [], summary.get("refresh_rounds") or []
+    if not tuned:
+        return ""
+    rows = []
+    for i, r in enumerate(tuned):
+        c = control[i] if i < len(control) else {}
+        rows.append(
+            f"<tr><td>{r['round']}</td><td>{r['at_decision']}</td>"
+            f"<td>{html.escape(str(r.get('status')))}</td>"
+            f"<td>{r['pool_true_ctr_before']:.4f} → {r['pool_true_ctr_after']:.4f}</td>"
+            f"<td>{c.get('pool_true_ctr_after', float('nan')):.4f}</td>"
+            f"<td>{html.escape(str(r.get('reason', '')))}</td></tr>"
+        )
+    return (
+        "<h2>Fine-tune rounds (bandit_finetune; control: bandit_refresh)</h2><table><thead><tr>"
+        "<th>round</th><th>at decision</th><th>verdict</th><th>pool true CTR</th>"
+        "<th>control's after</th><th>why</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )

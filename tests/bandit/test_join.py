@@ -76,7 +76,7 @@ def test_late_feedback_is_rejected_and_does_not_count() -> None:
     j.add_feedback(feedback(d, "impression", 1))
     late = feedback(d, "click", 101)  # after the 100 s window
     [r] = j.add_feedback(late, ref=(1, 42))
-    assert (r.reason, r.ref, r.feedback) == ("late", (1, 42), late)
+    assert (r.reason, r.ref, r.event) == ("late", (1, 42), late)
     joined, _ = j.advance(at(500))
     assert joined == [Joined(d, 0.0)]
     [r2] = j.add_feedback(feedback(d, "purchase", 90, fid="after-close"))  # event closed
@@ -155,7 +155,7 @@ def test_state_round_trip_resumes_exactly() -> None:
         for e in part:
             r = j.add_feedback(e) if hasattr(e, "kind") else j.add_decision(e)
             joined, rej = j.advance()
-            out += [("r", x.feedback.feedback_id, x.reason) for x in r + rej]
+            out += [("r", getattr(x.event, "feedback_id", None), x.reason) for x in r + rej]
             out += [("j", x.decision.event_id, x.reward) for x in joined]
         return out
 
@@ -179,7 +179,7 @@ def test_flush_closes_everything() -> None:
     stray = feedback(uuid.uuid4(), "click", 2)
     j.add_feedback(stray)
     joined, rejected = j.flush()
-    assert joined == [Joined(d, 0.0)] and [r.feedback for r in rejected] == [stray]
+    assert joined == [Joined(d, 0.0)] and [r.event for r in rejected] == [stray]
 
 
 def test_bad_state_and_config() -> None:
@@ -198,3 +198,50 @@ def test_event_time_is_bounded_by_when_the_broker_logged_it() -> None:
     behind = at(20).timestamp()  # sent late (a spool delivering after an outage): its own time
     assert bounded_event_time(behind, int(logged * 1000), 10.0) == behind
     assert bounded_event_time(ahead, -1, 10.0) == ahead  # no broker time: nothing to bound by
+
+
+def test_decisions_past_max_open_are_handed_back_as_overflow() -> None:
+    j = RewardJoiner(WINDOW, lateness_s=10.0, max_open=2)
+    held = [decision(0), decision(1)]
+    for d in held:
+        assert j.add_decision(d) == []
+    extra = decision(2)
+    [r] = j.add_decision(extra, (0, 7))
+    assert (r.event, r.reason, r.ref) == (extra, "overflow", (0, 7))
+    assert "2 decisions open, at most 2" in r.detail
+    assert (j.pending, j.stats.decisions, j.stats.overflow_decisions) == (2, 2, 1)
+    # once a window closes there is room again
+    j.advance(at(110))
+    assert j.pending == 1
+    assert j.add_decision(decision(3)) == [] and j.pending == 2
+    with pytest.raises(ConfigError, match="max_open"):
+        RewardJoiner(WINDOW, max_open=0)
+
+
+def test_state_keeps_each_pool_once_and_restores_shared_lists() -> None:
+    j = _joiner()
+    shown = [
+        decision(i, context={"u_age": "18-24", "c_x": 1.5, "u_cats": ["a"]}) for i in range(50)
+    ]
+    for i, d in enumerate(shown):
+        j.add_decision(d)
+        j.add_feedback(feedback(d, "impression", i + 1))
+        j.add_feedback(feedback(d, "click", i + 2))
+    state = j.to_state()
+    assert state.count(b'"generator_version"') <= len(shown[0].actions)  # one pool, written once
+    resumed = RewardJoiner.from_state(state, WINDOW, lateness_s=10.0)
+    joined, _ = resumed.flush()
+    assert [x.decision for x in joined] == shown and {x.reward for x in joined} == {1.0}
+    assert len({id(x.decision.actions) for x in joined}) == 1  # the pool's lists are shared
+
+
+def test_state_of_the_first_format_still_loads() -> None:
+    d = decision(0)
+    old = (
+        '{"format":1,"watermark":null,"orphans":[],"closed":[],"stats":{},'
+        f'"open":[[{d.model_dump_json()},["impression"],["f1"]]]}}'
+    ).encode()
+    joiner = RewardJoiner.from_state(old, WINDOW, lateness_s=10.0)
+    assert joiner.add_feedback(feedback(d, "impression", 1, fid="f1")) == []  # a duplicate
+    joined, _ = joiner.flush()
+    assert joined == [Joined(d, 0.0)] and joiner.stats.duplicate_feedback == 1

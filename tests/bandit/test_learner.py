@@ -11,6 +11,7 @@ import pytest
 from bandit.checkpoint import Checkpoint
 from bandit.learner import Learner, LearnerConfig
 from bandit.policy import Policy
+from bandit.promotion import PromotionConfig
 from bandit.reward import RewardConfig
 from bandit.snapshot import PolicyHolder
 from streams.errors import StreamsError
@@ -25,6 +26,9 @@ from .kafka_util import announcements, dead_letters, drive, publish
 pytestmark = pytest.mark.kafka
 
 WINDOW_S = 10.0
+#: for tests of what each checkpoint announces: every snapshot at once (test_promotion.py
+#: tests the gate that otherwise judges it first)
+NO_GATE = PromotionConfig(enabled=False)
 
 
 def _config(topics: Topics, data_dir: Path, **kw: object) -> LearnerConfig:
@@ -66,7 +70,7 @@ def test_bad_feedback_is_dead_lettered_and_the_learner_goes_on(
     malformed = [b"{not json", json.dumps({"schema_version": 1, "kind": "click"}).encode()]
     publish(kafka_bootstrap, topics, events, raw=malformed)
 
-    learner = Learner.connect(_config(topics, tmp_path), kafka_bootstrap)
+    learner = Learner.connect(_config(topics, tmp_path, promotion=NO_GATE), kafka_bootstrap)
     learner.start()
     drive(
         learner,
@@ -152,7 +156,8 @@ def test_learned_policy_picks_the_best_variant_per_segment(
     react, the learner joins and learns over Kafka, rankers hot-swap."""
     rng = random.Random(11)
     holder = PolicyHolder(seed=11)
-    learner = Learner.connect(_config(topics, tmp_path, snapshot_every_s=0.1), kafka_bootstrap)
+    config = _config(topics, tmp_path, snapshot_every_s=0.1, promotion=NO_GATE)
+    learner = Learner.connect(config, kafka_bootstrap)
     learner.start()
     t = 0.0
     total = 0
@@ -266,3 +271,22 @@ def test_a_stream_error_rewinds_to_the_checkpoint_and_learns_each_event_once(
     letters = dead_letters(kafka_bootstrap, topics, expect=3)
     assert {base64.b64decode(x.raw) for x in letters} == {b"{bad-1", b"{bad-2"}
     assert len({(x.partition, x.offset) for x in letters}) == 2
+
+
+def test_decisions_past_the_open_cap_are_dead_lettered_with_their_reason(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    shown = [decision(i) for i in range(5)]
+    events: list[Event] = [*shown, *(feedback(d, "impression", i + 1) for i, d in enumerate(shown))]
+    publish(kafka_bootstrap, topics, events)
+    learner = Learner.connect(_config(topics, tmp_path, max_open_decisions=3), kafka_bootstrap)
+    learner.start()
+    drive(learner, lambda: learner.stats.records >= len(events))
+    learner.checkpoint()
+    assert learner.joiner.pending == 3 and learner.joiner.stats.overflow_decisions == 2
+    learner.close()
+    letters = [x for x in dead_letters(kafka_bootstrap, topics, expect=2) if "overflow" in x.reason]
+    assert len(letters) == 2 and {x.source_topic for x in letters} == {topics.decisions}
+    assert all("at most 3" in x.reason and x.offset >= 0 for x in letters)
+    dropped = {Decision.model_validate_json(base64.b64decode(x.raw)).event_id for x in letters}
+    assert len(dropped) == 2 and dropped <= {d.event_id for d in shown}

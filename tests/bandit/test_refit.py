@@ -131,3 +131,59 @@ def test_the_window_keeps_the_latest_events() -> None:
 def test_bad_bytes_are_refused() -> None:
     with pytest.raises(ModelError, match="not a refit model"):
         RefitModel(RefitConfig(), seed=1, model=b"\x00garbage")
+
+
+def _stream(n: int, seed: int) -> list[tuple]:
+    rng = random.Random(seed)
+    policy = Policy(REFIT, seed=3)
+    out = []
+    for i in range(n):
+        s = synth.shopper(rng, i)
+        d = policy.choose(
+            synth.context(s), synth.ACTIONS, event_id=uuid.UUID(int=i), product_id="p1",
+            channel="ad_headline", pool_version=1,
+        )  # fmt: skip
+        out.append((d, 1.0 if rng.random() < 0.3 else 0.0))
+    return out
+
+
+def test_due_fits_are_made_when_needed_and_equal_eager_ones() -> None:
+    """Learning in one batch, in small batches with pmf calls between, or across a save and a
+    restore gives the same model: a due fit's draws depend on its index, not on when it ran."""
+    events = _stream(730, seed=9)
+    probe = [synth.context(synth.shopper(random.Random(2), i)) for i in range(8)]
+
+    whole = Policy(REFIT, seed=3)
+    whole.learn_many(events)
+    assert _model(whole)._pending is not None  # seven fits due, none made yet
+    expected = [whole.pmf(c, synth.ACTIONS) for c in probe]
+    assert _model(whole)._pending is None and expected[0] != [0.25] * 4  # fitted
+
+    stepwise = Policy(REFIT, seed=3)
+    for i in range(0, len(events), 37):
+        stepwise.learn_many(events[i : i + 37])
+        stepwise.pmf(probe[0], synth.ACTIONS)  # makes each due fit as it comes
+        if i == 370:
+            stepwise = Policy.from_bytes(stepwise.to_bytes())
+    assert [stepwise.pmf(c, synth.ACTIONS) for c in probe] == expected
+
+
+def test_a_saved_window_is_packed_and_the_first_format_still_loads() -> None:
+    import base64
+    import json
+    import zlib
+
+    policy = Policy(REFIT, seed=3)
+    policy.learn_many(_stream(250, seed=4))
+    model = _model(policy)
+    state = json.loads(zlib.decompress(model.to_bytes()))
+    assert state["format"] == "copyloop-refit/2"
+    assert len(base64.b64decode(state["window"])) == 4 * 250  # one uint32 per event
+    # the same window in the first format: [row, outcome] pairs
+    rows = {tuple(r): i for i, r in enumerate(state["rows"])}
+    state["format"] = "copyloop-refit/1"
+    state["window"] = [[rows[row], int(s)] for row, s in model._window]
+    old = zlib.compress(json.dumps(state).encode())
+    restored = RefitModel(REFIT.model, 3, model=old)  # type: ignore[arg-type]
+    assert list(restored._window) == list(model._window)
+    assert restored._counts == model._counts and restored._outcomes == model._outcomes

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from bandit.wire import WireDecision
+from bandit.wire import WireDecision, WireFeedback
 from streams.errors import SerdeError
-from streams.schemas import Decision
+from streams.schemas import Decision, Feedback
 from streams.serde import decode, encode
 
 from . import synth
@@ -90,3 +90,45 @@ def test_garbage_is_rejected() -> None:
         decode(WireDecision, b"\xff{")
     with pytest.raises(SerdeError):
         decode(WireDecision, json.dumps({"event_id": str(uuid.uuid4())}).encode())
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"kind": "click"},
+        {"kind": "purchase", "value": 12},
+        {"kind": "impression", "ts": "2026-03-01T20:00:00+08:00"},
+        {"kind": "click", "extra": [1]},
+        {"kind": "click", "ts": None},
+        {"kind": "tap"},
+        {"kind": "click", "value": -1},
+        {"kind": "click", "feedback_id": "a b"},
+        {"kind": "click", "event_id": "nope"},
+        {"kind": "click", "schema_version": 2},
+        {"kind": "click", "value": True},
+    ],
+)
+def test_feedback_fast_path_equals_pydantic(payload: dict) -> None:
+    data = {"schema_version": 1, "feedback_id": "f-1", "event_id": str(uuid.uuid4())}
+    data["ts"] = "2026-03-01T12:00:00Z"
+    raw = json.dumps({**data, **payload}).encode()
+    try:
+        slow = decode(Feedback, raw)
+    except SerdeError as exc:
+        with pytest.raises(SerdeError) as fast_exc:
+            decode(WireFeedback, raw)
+        assert fast_exc.value.reason == exc.reason
+        return
+    fast = decode(WireFeedback, raw)
+    assert type(fast) is Feedback and fast == slow
+
+
+def test_a_pool_is_checked_once_and_shared() -> None:
+    a, b = decision(1.0), decision(2.0)
+    fa, fb = decode(WireDecision, encode(a)), decode(WireDecision, encode(b))
+    assert fa == a and fb == b
+    assert fa.actions is fb.actions and fa.action_features is fb.action_features
+    bad = json.loads(encode(a))
+    bad["action_features"][0]["language"] = "fr"  # an invalid pool is never cached as valid
+    with pytest.raises(SerdeError, match="language"):
+        decode(WireDecision, json.dumps(bad).encode())

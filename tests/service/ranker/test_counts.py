@@ -3,6 +3,7 @@ uses too)."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import pytest
@@ -93,6 +94,36 @@ def test_counts_are_per_event_and_duplicates_do_not_inflate():
     assert (b.decisions, b.impressions, b.clicks) == (1, 1, 0)
     assert a.ctr == 0.5 and a.ci95 == wilson_interval(1, 2)
     assert stats.duplicates == 2
+
+
+def test_the_same_variant_id_in_two_products_is_counted_apart():
+    stats = VariantStats()
+    dp, dq = decision(0, "p"), decision(0, "q")
+    for d in (dp, dq, decision(0, "q")):
+        stats.add_decision(d)
+    stats.add_feedback(fb(dq, "impression"))
+    stats.add_feedback(fb(dq, "click"))
+    p, q = stats.variant("p", "ad0"), stats.variant("q", "ad0")
+    assert (p.decisions, p.impressions, p.clicks) == (1, 0, 0)
+    assert (q.decisions, q.impressions, q.clicks) == (2, 1, 1)
+    assert stats.products() == ["p", "q"]
+
+
+def test_counted_events_leave_nothing_for_the_garbage_collector_to_walk():
+    # a ranker keeps up to max_events events; were each a tracked object (a list), every full
+    # collection would walk all of them with the GIL held, stalling the request path
+    stats = VariantStats()
+    ds = [decision(i % 3) for i in range(3000)]
+    for d in ds[:3]:  # a variant's first event creates its counts, once
+        stats.add_decision(d)
+    gc.collect()
+    before = len(gc.get_objects())
+    for d in ds[3:]:
+        stats.add_decision(d)
+        stats.add_feedback(fb(d, "impression"))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert sum(stats.variant("p", f"ad{i}").impressions for i in range(3)) == len(ds) - 3
 
 
 def test_feedback_before_its_decision_is_counted_when_the_decision_arrives():

@@ -25,6 +25,7 @@ from service.simulate import policies
 from service.simulate.catalog import make_catalog
 from service.simulate.offpolicy import evaluate_off_policy, logistic_reward_model
 from service.simulate.report import plot_ctr, plot_regret, write_report
+from service.simulate.run import SimulationConfig, _finetune_skip
 from service.simulate.scenario import load_scenario, parse_scenario, random_scenario
 from service.simulate.summary import build_summary, rolling
 from service.simulate.world import Shoppers, World
@@ -357,7 +358,10 @@ def test_summary_and_report(world: World, shoppers: Shoppers, tmp_path: Path) ->
     assert set(summary["policies"]) == {"uniform", "best_fixed", "bandit", "oracle"}
     assert "bandit_finetune" not in summary["policies"]  # never faked
     assert summary["finetune_rounds"] == []
-    assert any("bandit_finetune" in n for n in summary["notes"])
+    # simulate() says why fine-tuning was left out; a scenario without rounds is one reason
+    no_rounds = scenario.model_copy(update={"finetune_every": 0})
+    why = _finetune_skip(no_rounds, SimulationConfig(), None)  # type: ignore[arg-type]
+    assert why is not None and "finetune_every" in why
     for name, f in summary["policies"].items():
         assert f["decisions"] == 4000
         assert f["ctr"] == pytest.approx(traces[name].click.mean(), abs=1e-6)
@@ -371,4 +375,5 @@ def test_summary_and_report(world: World, shoppers: Shoppers, tmp_path: Path) ->
     page = write_report(summary, world, plots, tmp_path).read_text("utf-8")
     assert page.count("data:image/png;base64,") == 2
     assert not re.search(r"""(?:src|href)=["'](?!data:)""", page)  # nothing outside the file
-    assert "羊毛围巾 限时抢购" in page and "DR" in page and "bandit_finetune" in page
+    assert "羊毛围巾 限时抢购" in page and "DR" in page
+    assert "Fine-tune rounds" not in page  # none ran

@@ -64,7 +64,16 @@ def test_standard_scenario_meets_the_bars(tmp_path: Path, source: GeneratorPools
     _bars(summary)
     pol = summary["policies"]
     assert pol["oracle"]["ctr"] >= pol["best_fixed"]["ctr"] >= pol["uniform"]["ctr"]
-    assert summary["finetune_rounds"] == [] and "bandit_finetune" not in pol
+    # fine-tune rounds every finetune_every decisions, with their control beside them
+    rounds = summary["finetune_rounds"]
+    assert len(rounds) == (scenario.decisions - 1) // scenario.finetune_every
+    assert len(summary["refresh_rounds"]) == len(rounds)
+    assert {"bandit_finetune", "bandit_refresh"} <= set(pol)
+    for r in rounds:  # TARGETS.md: each promoted round raises the pool's true CTR
+        if r["promoted"]:
+            assert r["pool_true_ctr_after"] > r["pool_true_ctr_before"], r
+    # the loop that refreshes its pools earns more than the bandit on the first pools
+    assert summary["ratios"]["true_finetune_vs_bandit_last_half"] > 1.0, summary["ratios"]
     # the informed reference ran on the same shoppers and is reported beside the bandit
     ref = summary["reference"]
     assert summary["ratios"]["reference_vs_oracle_last_half"] == ref["vs_oracle_last_half"]
