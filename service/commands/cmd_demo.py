@@ -137,6 +137,7 @@ def demo(
                 child.stop()
             if kafka is not None and started_kafka:
                 kafka.down()
+    console.line()
     console.print(tally.summary(), highlight=False, soft_wrap=True)
     if keep_running:
         console.print(f"still running: dashboard {url}/dashboard; stop with Ctrl-C / kill")
