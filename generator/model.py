@@ -77,29 +77,29 @@ def model_version(path: Path) -> str:
     return f"{name}-{h.hexdigest()[:10]}"
 
 
-def read_format(path: Path) -> PromptFormat:
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The folder's ``copyloop.json`` (empty when it has none)."""
     meta = path / META_FILE
-    if meta.is_file():
-        try:
-            fmt = json.loads(meta.read_text(encoding="utf-8")).get("format")
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{meta} is not valid JSON: {exc}") from exc
-        if fmt == "slots-v1":
-            return "slots-v1"
-    return "instruction"
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{meta} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{meta} must hold a JSON object")
+    return data
+
+
+def read_format(path: Path) -> PromptFormat:
+    return "slots-v1" if _read_meta(path).get("format") == "slots-v1" else "instruction"
 
 
 def read_free_share(path: Path) -> float:
     """``copyloop.json``'s ``free_prompt_share`` (0 when absent)."""
-    meta = path / META_FILE
-    if not meta.is_file():
-        return 0.0
-    try:
-        share = json.loads(meta.read_text(encoding="utf-8")).get("free_prompt_share", 0.0)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{meta} is not valid JSON: {exc}") from exc
+    share = _read_meta(path).get("free_prompt_share", 0.0)
     if not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
-        raise ModelLoadError(f"{meta}: `free_prompt_share` must be a number in [0, 1]")
+        raise ModelLoadError(f"{path / META_FILE}: `free_prompt_share` must be a number in [0, 1]")
     return float(share)
 
 

@@ -19,7 +19,7 @@ from bandit.errors import BanditError
 from bandit.reward import RewardConfig
 from service.replay.replay_eval import PolicySpec, ReplayConfig, ReplayResult, evaluate_replay
 from service.replay.replay_log import ReplayError, ReplayLog, log_files, read_dir, read_kafka
-from service.replay.replay_report import ESTIMATORS, ci_of, fmt, write_replay_report
+from service.replay.replay_report import ESTIMATORS, estimate_cells, write_replay_report
 from service.settings import Settings
 from streams.errors import StreamsError
 
@@ -123,14 +123,7 @@ def _summary(result: ReplayResult) -> None:
         table.add_column(name.upper(), justify="right")
     table.add_column("ESS", justify="right")
     for name, entry in result.policies.items():
-        cells = []
-        for est_name in ESTIMATORS:
-            est = entry.get(est_name)
-            if est is None:
-                cells.append("—")
-                continue
-            lo, hi = ci_of(est)
-            cells.append(f"{fmt(est['value'])} [{fmt(lo)}, {fmt(hi)}]")
+        cells = ["—" if c is None else f"{c[0]} [{c[1]}, {c[2]}]" for c in estimate_cells(entry)]
         table.add_row(name, *cells, f"{entry['diagnostics']['ess']:.0f}")
     console.print(table)
     console.print(f"{result.events} events in {result.elapsed_s:.2f} s")

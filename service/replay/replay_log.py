@@ -259,28 +259,32 @@ def read_dir(
         return _read_dir(log_dir, strict, step)
 
 
-def _read_dir(log_dir: Path, strict: bool, step: Callable[[Path], None] | None) -> ReplayLog:
-    decision_files, feedback_files = log_files(log_dir)
-    if not decision_files:
-        raise ReplayError(f"no decision logs ({DECISION_GLOB}) in {log_dir}", "--log")
+def _read_files(
+    paths: list[Path],
+    kind: Literal["decision", "feedback"],
+    strict: bool,
+    step: Callable[[Path], None] | None,
+) -> tuple[list[Any], list[Source]]:
+    """The rows of ``paths`` in order, and where each file's rows start."""
     rows: list[Any] = []
     sources: list[Source] = []
-    for path in decision_files:
-        got = decode_file(path, "decision", strict)
+    for path in paths:
+        got = decode_file(path, kind, strict)
         sources.append(Source(path, len(rows), len(got)))
         rows.extend(got)
         if step is not None:
             step(path)
+    return rows, sources
+
+
+def _read_dir(log_dir: Path, strict: bool, step: Callable[[Path], None] | None) -> ReplayLog:
+    decision_files, feedback_files = log_files(log_dir)
+    if not decision_files:
+        raise ReplayError(f"no decision logs ({DECISION_GLOB}) in {log_dir}", "--log")
+    rows, sources = _read_files(decision_files, "decision", strict, step)
     if not rows:
         raise ReplayError(f"no decisions in {', '.join(p.name for p in decision_files)}", "--log")
-    fb_rows: list[Any] = []
-    fb_sources: list[Source] = []
-    for path in feedback_files:
-        got = decode_file(path, "feedback", strict)
-        fb_sources.append(Source(path, len(fb_rows), len(got)))
-        fb_rows.extend(got)
-        if step is not None:
-            step(path)
+    fb_rows, fb_sources = _read_files(feedback_files, "feedback", strict, step)
     origin = {
         "dir": str(log_dir),
         "decision_files": [p.name for p in decision_files],

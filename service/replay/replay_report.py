@@ -21,6 +21,20 @@ def ci_of(est: dict[str, Any]) -> list[float | None]:
     return next(v for k, v in est.items() if k.startswith("ci") and isinstance(v, list))
 
 
+def estimate_cells(entry: dict[str, Any]) -> list[tuple[str, str, str] | None]:
+    """Per estimator of ``ESTIMATORS``: its value and interval bounds, formatted (None where the
+    estimator did not run), for the command's table and the HTML report alike."""
+    cells: list[tuple[str, str, str] | None] = []
+    for name in ESTIMATORS:
+        est = entry.get(name)
+        if est is None:
+            cells.append(None)
+            continue
+        lo, hi = ci_of(est)
+        cells.append((fmt(est["value"]), fmt(lo), fmt(hi)))
+    return cells
+
+
 def write_replay_report(result: ReplayResult, out: Path) -> dict[str, Path]:
     """``ope.json``, a bar plot of the estimates with their intervals and ``report.html``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -69,14 +83,10 @@ def _html(data: dict[str, Any]) -> str:
     e = html.escape
     rows = []
     for name, entry in data["policies"].items():
-        cells = []
-        for est_name in ESTIMATORS:
-            est = entry.get(est_name)
-            if est is None:
-                cells.append("<td>—</td>")
-                continue
-            lo, hi = ci_of(est)
-            cells.append(f"<td>{fmt(est['value'])} <small>[{fmt(lo)}, {fmt(hi)}]</small></td>")
+        cells = [
+            "<td>—</td>" if c is None else f"<td>{c[0]} <small>[{c[1]}, {c[2]}]</small></td>"
+            for c in estimate_cells(entry)
+        ]
         diag = entry["diagnostics"]
         rows.append(
             f"<tr><th>{e(name)}</th>{''.join(cells)}<td>{diag['ess']:.0f}</td>"

@@ -149,3 +149,28 @@ def test_shown_copy_becomes_training_text_in_slot_form(bootstrap: CopyGenerator)
         assert set(plan.styles) <= set(v.traits)
         ids = bootstrap.tokenizer(example, add_special_tokens=False).input_ids
         assert bootstrap.tokenizer.unk_token_id not in ids
+
+
+def test_free_prompt_share_asks_for_no_style_and_keeps_the_styled_draws() -> None:
+    product = PRODUCTS["scarf-zh"]
+    styled = plan_candidates(product, "push", "zh", 40, random.Random(5))
+    mixed = plan_candidates(product, "push", "zh", 40, random.Random(5), free_share=0.5)
+    free = [m for m in mixed if not m.styles]
+    assert 5 < len(free) < 35  # about half, drawn
+    # the others are the very plans a share of 0 draws, in place
+    assert all(m == s for m, s in zip(mixed, styled, strict=True) if m.styles)
+    assert all(
+        not p.styles for p in plan_candidates(product, "push", "zh", 10, random.Random(1), 1.0)
+    )
+
+
+def test_free_prompt_share_is_read_from_the_model_folder(tmp_path: Path) -> None:
+    from generator.errors import ModelLoadError
+    from generator.model import read_format, read_free_share
+
+    assert read_free_share(tmp_path) == 0.0  # no copyloop.json
+    (tmp_path / "copyloop.json").write_text('{"format": "slots-v1", "free_prompt_share": 0.5}')
+    assert read_free_share(tmp_path) == 0.5 and read_format(tmp_path) == "slots-v1"
+    (tmp_path / "copyloop.json").write_text('{"free_prompt_share": 2}')
+    with pytest.raises(ModelLoadError, match="free_prompt_share"):
+        read_free_share(tmp_path)
