@@ -8,6 +8,8 @@ scripts/bootstrap.sh
 PATH="$PWD/.cache/tools/bin:$PATH"
 export UV_PYTHON_DOWNLOADS=never
 
+if scripts/system-tools.sh; then export REQUIRE_SYSTEM_TOOLS=1; fi
+
 echo "== ruff" && uv run --no-sync ruff check .
 uv run --no-sync ruff format --check .
 echo "== mypy" && uv run --no-sync mypy
