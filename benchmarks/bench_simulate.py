@@ -8,10 +8,14 @@ simulator's bookkeeping, feature encoding and Decision objects cost on top of VW
 seeds 1.. were never used to choose the simulator's settings) and records each one's learning
 bars, its off-policy check and the informed reference learner's ratio to the oracle
 (``service.simulate.reference``: told the segments, so a world where it misses the bar is hard
-at that size for any learner). Writes JSON.
+at that size for any learner). ``--finetune-every N`` gives each random scenario fine-tune
+rounds every N decisions, so the sweep also records ``bandit_finetune``'s true CTR against the
+bandit's and against its control ``bandit_refresh`` (the same pool refresh from the untrained
+generator) and the mean lift of training over that control with its 95 % interval across
+seeds. Writes JSON.
 
     .venv/bin/python benchmarks/bench_simulate.py [--decisions 20000] [--sweep 0] [--first 1]
-        [--out FILE]
+        [--finetune-every 0] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import vowpalwabbit
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -109,12 +115,42 @@ def _reference(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _finetune(summary: dict[str, Any]) -> dict[str, Any]:
+    """Training's figures in one world: lift over the bandit and over the refresh control."""
+    ratios, rounds = summary.get("ratios", {}), summary.get("finetune_rounds", [])
+    return {
+        "finetune_vs_bandit": ratios.get("true_finetune_vs_bandit_last_half"),
+        "finetune_vs_refresh": ratios.get("true_finetune_vs_refresh_last_half"),
+        "rounds": len(rounds),
+        "promoted": sum(1 for r in rounds if r.get("promoted")),
+    }
+
+
+def lift_summary(ratios: list[float]) -> dict[str, Any]:
+    """Mean lift (ratio - 1) across worlds with a t interval, and how often it is positive."""
+    lift = np.asarray(ratios, dtype=float) - 1.0
+    n = len(lift)
+    mean = float(lift.mean()) if n else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * lift.std(ddof=1) / np.sqrt(n)) if n > 1 else np.inf
+    return {
+        "worlds": n,
+        "mean_lift": round(mean, 4),
+        "ci95": [round(mean - half, 4), round(mean + half, 4)],
+        "positive": f"{int((lift > 0).sum())}/{n}",
+        "min": round(float(lift.min()), 4) if n else None,
+        "max": round(float(lift.max()), 4) if n else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "standard.json")
     parser.add_argument("--decisions", type=int, default=0, help="0: the scenario's own")
     parser.add_argument("--sweep", type=int, default=0, help="random scenarios to run as well")
     parser.add_argument("--first", type=int, default=1, help="the sweep's first seed")
+    parser.add_argument(
+        "--finetune-every", type=int, default=0, help="fine-tune rounds in the sweep's worlds"
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/simulate.json"))
     args = parser.parse_args()
     scenario = load_scenario(args.scenario)
@@ -129,6 +165,8 @@ def main() -> None:
         sweep = []
         for seed in range(args.first, args.first + args.sweep):
             rs = random_scenario(seed)
+            if args.finetune_every:
+                rs = rs.model_copy(update={"finetune_every": args.finetune_every})
             _, res = _run(rs, root / f"random-{seed}", root / "cache", source)
             sweep.append(
                 {
@@ -136,6 +174,7 @@ def main() -> None:
                     "scenario": res.summary["scenario"],
                     **_bars(res.summary),
                     **_reference(res.summary),
+                    **(_finetune(res.summary) if args.finetune_every else {}),
                 }
             )
             print(json.dumps(sweep[-1]), flush=True)
@@ -165,6 +204,10 @@ def main() -> None:
             f"{sum(s['meets_bars'] for s in reachable)}/{len(reachable)}"
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        if args.finetune_every:
+            for key in ("finetune_vs_refresh", "finetune_vs_bandit"):
+                got = [s[key] for s in sweep if s.get(key) is not None]
+                out[f"sweep_{key}"] = lift_summary(got)
         out["sweep_plot"] = str(plot_sweep(sweep, args.out.with_suffix(".sweep.png")))
     write_result(args.out, out, shown={k: v for k, v in out.items() if k != "sweep"})
 

@@ -2,7 +2,9 @@
 its own rule, so that rejection counts say what a model gets wrong:
 
 * ``repetition`` — a word or phrase said twice in a row (``now $112, now $112``), a clause said
-  twice, or a long phrase repeated anywhere;
+  twice, or a long phrase repeated anywhere (in the long channels, ``product_desc`` and
+  ``social``, the product's own title or brand may come twice: a description names what it
+  describes again, a headline does not);
 * ``punctuation`` — a text that ends on a comma or colon, starts with one, or doubles marks
   (``，，``, ``！，``; ``!!`` and ``…`` are style, not errors);
 * ``brackets`` — unbalanced brackets or quotes;
@@ -36,6 +38,8 @@ _DOUBLE_OK = frozenset({"so", "bye", "very", "knock", "no", "go", "ha", "la"})
 _CLAUSE_SPLIT = re.compile(r"[，,。!！?？;；:：|｜·•~～—–/、\n]+|(?<!\d)\.|\s-\s|\s{2,}")
 _EN_REPEAT_MIN = 3  # words in a phrase that may not come twice anywhere
 _ZH_REPEAT_MIN = 4  # characters likewise
+#: channels long enough that naming the product twice is ordinary writing
+_LONG_CHANNELS = frozenset({"product_desc", "social"})
 
 _OPENERS = "，,、。.：:；;！!？?）)】]》〉」』”|｜·"
 _DANGLING = "，,、：:；;-–—|｜·/（(【[《〈「『“&+"
@@ -72,8 +76,17 @@ _LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z'’\-]*(?:\s+[A-Za-z][A-Za-z'’\-]*)+
 _ZH_LATIN_WORDS = frozenset({"new", "sale", "vip", "ok", "diy", "pro", "max", "mini", "plus", "in"})
 
 
+def _own_names(ctx: Context) -> tuple[str, ...]:
+    """The product's title and brand, folded, where a long channel may repeat them."""
+    if ctx.channel not in _LONG_CHANNELS:
+        return ()
+    names = (ctx.product.title, ctx.product.brand)
+    return tuple(squeeze(n).replace("’", "'") for n in names)
+
+
 def find_repetition(ctx: Context) -> Iterator[Violation]:
     plain = ctx.views.plain
+    own = _own_names(ctx)
     if ctx.language == "en":
         words = list(_EN_WORD.finditer(plain.text))
         low = [w.group(0).lower().replace("’", "'") for w in words]
@@ -91,7 +104,11 @@ def find_repetition(ctx: Context) -> Iterator[Violation]:
         grams = Counter(
             tuple(low[i : i + _EN_REPEAT_MIN]) for i in range(len(low) - _EN_REPEAT_MIN + 1)
         )
-        repeated = [g for g, c in grams.items() if c > 1 and _non_overlapping(low, g)]
+        repeated = [
+            g
+            for g, c in grams.items()
+            if c > 1 and _non_overlapping(low, g) and not any("".join(g) in n for n in own)
+        ]
         if repeated:
             yield Violation(REPETITION, None, f"`{' '.join(repeated[0])}` said twice")
             return
@@ -106,7 +123,7 @@ def find_repetition(ctx: Context) -> Iterator[Violation]:
         text = tight.text
         for i in range(len(text) - _ZH_REPEAT_MIN + 1):
             piece = text[i : i + _ZH_REPEAT_MIN]
-            if piece.isdigit() or piece.isascii():
+            if piece.isdigit() or piece.isascii() or any(piece in n for n in own):
                 continue
             if text.find(piece, i + _ZH_REPEAT_MIN) >= 0:
                 yield Violation(

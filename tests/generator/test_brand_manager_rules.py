@@ -328,3 +328,26 @@ def test_generate_uses_any_copy_model_and_the_given_date() -> None:
     assert report.pool.generator_version == "fake-0"
     assert "中秋送礼" in model.suppressed
     assert report.rejected["timeliness"] >= 1 and report.rejected["punctuation"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "product"),
+    [
+        (
+            "Looking for Trail running shoes? Our Trail running shoes grip on every slope, "
+            "now $112.",
+            SHOES,
+        ),
+        ("羊毛围巾男女同款，柔软亲肤。冬天就选这条羊毛围巾男女同款，到手价¥159。", SCARF),
+    ],
+)
+def test_a_description_may_name_its_product_twice(text: str, product: Product) -> None:
+    """Long channels name what they describe again; a headline or push saying it twice is
+    still repetition."""
+    assert "repetition" not in broken_in(text, product, "product_desc")
+    assert "repetition" not in broken_in(text, product, "social")
+    assert "repetition" in broken_in(text, product, "push")
+
+
+def broken_in(text: str, product: Product, channel: str) -> set[str]:
+    return check(text, product, channel, config=DECEMBER).rules_broken()  # type: ignore[arg-type]
