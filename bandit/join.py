@@ -27,29 +27,51 @@ arrived for it in time). A repeated ``feedback_id`` counts once and is dropped q
 ``max_open`` set, a decision that would hold more events open than that is handed back too
 (``overflow``), so memory and checkpoints stay bounded whatever the traffic.
 
-The checkpointed state keeps each open decision without its pool (its actions and their
-features, two thirds of its bytes): pools are written once each and referred to by index.
+The checkpointed state does not grow with the decisions' payload. A decision added with the
+place it was read from (``ref``: its partition and offset in the decisions topic, as the learner
+gives) is kept by that reference: its event id, deadline, reference, feedback kinds and the
+8-byte hashes of its feedback ids, about 50 bytes whatever its context and pool hold (a
+30-minute window at 1,000 decisions/s is ~90 MB, not ~840 MB). A joiner restored from such a
+state holds those decisions as placeholders and reads each back through its ``fetch`` callable
+only when its window closes with a reward to learn (the topic's retention must cover the window
+and the lateness): restoring costs no re-read, and a restart re-reads the window's decisions
+once, spread over the window, in the order they close. A decision added without a reference (a
+replay, the simulator) is kept whole, less its pool, which is written once and referred to by
+index. Held feedback (``orphans``, at most a lateness' worth) is kept whole.
 """
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import heapq
-import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import msgspec
+import numpy as np
 
 from bandit.errors import CheckpointError, ConfigError
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.wire import WireDecision, assemble
 from streams.schemas import FEEDBACK_KINDS, ActionFeatures, Decision, Feedback
 
-#: where a feedback message was read, ``(partition, offset)``, for its dead letter
+#: where a message was read, ``(partition, offset)``: for a feedback's dead letter, and for a
+#: decision, where to read it back after a restore
 Ref = tuple[int, int] | None
+#: reads the decisions at these ``(partition, offset)`` references back, in the same order
+Fetch = Callable[[Sequence[tuple[int, int]]], Sequence[Decision]]
+
+
+def fid_hash(feedback_id: str) -> int:
+    """A feedback id as a checkpoint keeps it: 8 bytes of its BLAKE2b digest (a stable hash:
+    Python's own ``hash`` of a string changes with each process)."""
+    digest = hashlib.blake2b(feedback_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def bounded_event_time(event_ts: float, logged_at_ms: int, skew_s: float) -> float:
@@ -137,7 +159,35 @@ class _Held(msgspec.Struct, array_like=True, gc=False):
     fids: list[str]
 
 
+class _ByRef(msgspec.Struct, array_like=True):
+    """Open decisions kept by reference, column by column (numpy buffers, little-endian)."""
+
+    event_ids: bytes = b""  # 16 bytes each, big-endian
+    deadlines: bytes = b""  # float64: decision time + window
+    partitions: bytes = b""  # int32
+    offsets: bytes = b""  # int64
+    kinds: bytes = b""  # uint8: the feedback kinds seen, as a bit mask
+    fid_counts: bytes = b""  # uint32: feedback ids counted per decision
+    fids: bytes = b""  # uint64: their :func:`fid_hash`, decision after decision
+
+
+class _State3(msgspec.Struct):
+    """Format 3 (MessagePack): open decisions by reference (:class:`_ByRef`), those without
+    one as a format-2 JSON state (``inline``), held feedback as JSON, closed ids as columns."""
+
+    format: int
+    watermark: float | None
+    stats: dict[str, int]
+    by_ref: _ByRef
+    inline: bytes
+    orphans: list[tuple[bytes, tuple[int, int] | None]]
+    closed_ids: bytes
+    closed_at: bytes
+
+
 _STATE = msgspec.json.Decoder(_State)
+_STATE3 = msgspec.msgpack.Decoder(_State3)
+_MSGPACK = msgspec.msgpack.Encoder()
 _HELD = msgspec.json.Decoder(_Held)
 _HELD_V1 = msgspec.json.Decoder(tuple[msgspec.Raw, list[str], list[str]])
 _ENCODER = msgspec.json.Encoder()
@@ -150,15 +200,18 @@ def _kind_names(mask: int) -> list[str]:
 
 class _Open:
     """One event waiting for its window to close; the feedback kinds seen as a bit mask and
-    the feedback ids as a tuple (an event gets one to three), small for millions held."""
+    the feedback ids as a tuple (an event gets one to three), small for millions held. Once
+    checkpointed, the ids are kept as their :func:`fid_hash` (ints, first in the tuple); a
+    decision restored by reference is ``None`` until it is read back."""
 
-    __slots__ = ("deadline", "decision", "fids", "kinds")
+    __slots__ = ("deadline", "decision", "fids", "kinds", "ref")
 
-    def __init__(self, decision: Decision, deadline: float) -> None:
+    def __init__(self, decision: Decision | None, deadline: float, ref: Ref = None) -> None:
         self.decision = decision
         self.deadline = deadline
+        self.ref = ref
         self.kinds = 0
-        self.fids: tuple[str, ...] = ()
+        self.fids: tuple[str | int, ...] = ()
 
 
 class RewardJoiner:
@@ -171,12 +224,15 @@ class RewardJoiner:
         lateness_s: float = 60.0,
         follow_event_time: bool = True,
         max_open: int | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
         if not (isinstance(lateness_s, int | float) and 0 <= lateness_s < math.inf):
             raise ConfigError(f"`lateness_s` must be >= 0 and finite, got {lateness_s!r}")
         if max_open is not None and not (type(max_open) is int and max_open >= 1):
             raise ConfigError(f"`max_open` must be an integer >= 1 or None, got {max_open!r}")
         self.max_open = max_open
+        #: reads back decisions a restored state keeps by reference (see the module docstring)
+        self.fetch = fetch
         #: reward per feedback-kind mask (at most 16 masks)
         self._rewards: dict[int, float | None] = {}
         self.config = config
@@ -229,7 +285,7 @@ class RewardJoiner:
         close_at = ts + self.window_s + self.lateness_s
         if close_at <= self._wm:
             self.stats.late_decisions += 1
-        self._open[eid] = _Open(decision, ts + self.window_s)
+        self._open[eid] = _Open(decision, ts + self.window_s, ref)
         heapq.heappush(self._close_heap, (close_at, eid))
         rejected: list[Rejected] = []
         for fb, ref in self._orphans.pop(eid, {}).values():
@@ -252,7 +308,8 @@ class RewardJoiner:
         op = self._open.get(eid)
         if op is not None:
             fids = op.fids
-            if fb.feedback_id in fids:
+            fid = fb.feedback_id
+            if fid in fids or (fids and type(fids[0]) is int and fid_hash(fid) in fids):
                 self.stats.duplicate_feedback += 1
                 return None
             if ts > op.deadline:
@@ -260,7 +317,7 @@ class RewardJoiner:
                 after = ts - op.deadline + self.window_s
                 detail = f"late: {after:.0f} s after its decision, window {self.window_s:.0f} s"
                 return Rejected(fb, "late", detail, ref)
-            op.fids = (*fids, fb.feedback_id)
+            op.fids = (*fids, fid)
             op.kinds |= _KINDS[fb.kind]
             return None
         if eid in self._closed:
@@ -295,26 +352,44 @@ class RewardJoiner:
         """Close everything (the end of a finite log); the watermark itself does not move."""
         return self._close_until(math.inf)
 
+    def _reward(self, kinds: int) -> float | None:
+        try:
+            return self._rewards[kinds]
+        except KeyError:
+            value = self._rewards[kinds] = self.config.reward(_kind_names(kinds))
+            return value
+
     def _close_until(self, limit: float) -> tuple[list[Joined], list[Rejected]]:
         joined: list[Joined] = []
         heap = self._close_heap
+        due: list[tuple[float, int]] = []
+        unread: list[tuple[int, _Open]] = []
         while heap and heap[0][0] <= limit:
-            close_at, eid = heapq.heappop(heap)
+            item = heapq.heappop(heap)
+            due.append(item)
+            op = self._open[item[1]]
+            if op.decision is None and self._reward(op.kinds) is not None:
+                unread.append((item[1], op))
+        if unread:
+            try:
+                self._read_back(unread)
+            except BaseException:
+                for item in due:  # nothing closed: the caller may retry (or rewind)
+                    heapq.heappush(heap, item)
+                raise
+        for close_at, eid in due:
             op = self._open.pop(eid)
             # remember it for a window's span of event time after it closed, to tell late or
             # repeated messages for it from unknown ones
             forget_at = max(close_at, self._wm) + self.window_s + self.lateness_s
             self._closed[eid] = forget_at
             heapq.heappush(self._closed_heap, (forget_at, eid))
-            try:
-                value = self._rewards[op.kinds]
-            except KeyError:
-                value = self._rewards[op.kinds] = self.config.reward(_kind_names(op.kinds))
+            value = self._reward(op.kinds)
             if value is None:
                 self.stats.unseen += 1
             else:
                 self.stats.joined += 1
-                joined.append(Joined(op.decision, value))
+                joined.append(Joined(op.decision, value))  # type: ignore[arg-type]  # read back
         rejected: list[Rejected] = []
         oheap = self._orphan_heap
         while oheap and oheap[0][0] <= limit:
@@ -333,69 +408,57 @@ class RewardJoiner:
             self._closed.pop(eid, None)
         return joined, rejected
 
+    def _read_back(self, unread: list[tuple[int, _Open]]) -> None:
+        """Read back the decisions of ``unread`` (restored by reference) through ``fetch``,
+        all or none, checking each is the event it stands for."""
+        if self.fetch is None:
+            raise CheckpointError(
+                "open decisions restored by reference need `fetch` to read them back"
+            )
+        refs = [op.ref for _, op in unread]
+        got = self.fetch(refs)  # type: ignore[arg-type]  # a placeholder always has its ref
+        if len(got) != len(unread):
+            raise CheckpointError(f"`fetch` gave {len(got)} decisions for {len(unread)} refs")
+        for (eid, op), d in zip(unread, got, strict=True):
+            if d.event_id.int != eid:
+                raise CheckpointError(
+                    f"the decision at partition {op.ref[0]} offset {op.ref[1]} is event "  # type: ignore[index]
+                    f"{d.event_id}, not {UUID(int=eid)}: was the decisions topic recreated?"
+                )
+        for (_, op), d in zip(unread, got, strict=True):
+            op.decision = d
+
     # -- checkpointing --------------------------------------------------------------------
     def to_state(self) -> bytes:
-        """Everything needed to resume: open events, held feedback, closed ids, counters."""
-        pools: list[bytes] = []
-        pool_of: dict[tuple[int, int], int] = {}
-        by_text: dict[bytes, int] = {}
-        held: list[bytes] = []
-        encode = _ENCODER.encode
-        for op in self._open.values():
-            d = op.decision
-            key = (id(d.actions), id(d.action_features))
-            index = pool_of.get(key)
-            if index is None:
-                # decisions decoded from one pool share its lists; others are told apart by text
-                text = encode(
-                    (d.actions, [ActionFeaturesRow(**f.model_dump()) for f in d.action_features])
-                )
-                index = by_text.setdefault(text, len(by_text))
-                if index == len(pools):
-                    pools.append(text)
-                pool_of[key] = index
-            held.append(
-                encode(
-                    _Held(
-                        index,
-                        d.event_id,
-                        d.ts,
-                        d.product_id,
-                        d.channel,
-                        d.pool_version,
-                        d.policy_version,
-                        d.context,
-                        d.action,
-                        d.pscore,
-                        d.action_dist,
-                        _kind_names(op.kinds),
-                        list(op.fids),
-                    )
-                )
-            )
-        state: dict[str, Any] = {
-            "format": 2,
-            "watermark": None if self._wm == -math.inf else self._wm,
-            "orphans": [
-                [fb.model_dump(mode="json"), ref]
+        """Everything needed to resume: open events (by reference where they have one), held
+        feedback, closed ids, counters. The feedback ids of open events are kept as their
+        hashes from here on (see :class:`_Open`), so each is hashed once."""
+        # no container per event: millions of them would wake the cycle collector again and
+        # again, each time to walk every object the learner holds
+        ids: list[int] = []
+        by_ref: list[_Open] = []
+        inline: list[_Open] = []
+        for eid, op in self._open.items():
+            if op.ref is None:
+                inline.append(op)
+            else:
+                ids.append(eid)
+                by_ref.append(op)
+        state = _State3(
+            format=3,
+            watermark=None if self._wm == -math.inf else self._wm,
+            stats=self.stats.to_dict(),
+            by_ref=_columns(ids, by_ref),
+            inline=_inline_state(inline) if inline else b"",
+            orphans=[
+                (fb.model_dump_json().encode("utf-8"), ref)
                 for held_fb in self._orphans.values()
                 for fb, ref in held_fb.values()
             ],
-            "closed": [[f"{eid:032x}", t] for eid, t in self._closed.items()],
-            "stats": self.stats.to_dict(),
-        }
-        head = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
-        # pools and open decisions are spliced in as the JSON they already are
-        return b"".join(
-            (
-                head[:-1].encode("utf-8"),
-                b',"pools":[',
-                b",".join(pools),
-                b'],"open":[',
-                b",".join(held),
-                b"]}",
-            )
+            closed_ids=_ids_to_bytes(self._closed),
+            closed_at=np.fromiter(self._closed.values(), "<f8", len(self._closed)).tobytes(),
         )
+        return _MSGPACK.encode(state)
 
     @classmethod
     def from_state(
@@ -406,45 +469,26 @@ class RewardJoiner:
         lateness_s: float = 60.0,
         follow_event_time: bool = True,
         max_open: int | None = None,
+        fetch: Fetch | None = None,
     ) -> RewardJoiner:
+        """The joiner ``to_state`` saved (any format so far). Decisions kept by reference
+        are read back through ``fetch`` as their windows close."""
         joiner = cls(
-            config, lateness_s=lateness_s, follow_event_time=follow_event_time, max_open=max_open
+            config,
+            lateness_s=lateness_s,
+            follow_event_time=follow_event_time,
+            max_open=max_open,
+            fetch=fetch,
         )
+        # millions of events restored, each a few new objects: the cycle collector, woken by
+        # their count, would walk everything the process holds again and again
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            state = _STATE.decode(data)
-            if state.format not in (1, 2):
-                raise CheckpointError(f"unknown joiner state format {state.format!r}")
-            joiner._wm = -math.inf if state.watermark is None else state.watermark
-            pools = [
-                (ids, [assemble(ActionFeatures, msgspec.structs.asdict(f)) for f in feats])
-                for ids, feats in state.pools
-            ]
-            for item in state.open:
-                if state.format == 1:
-                    raw, kinds, fids = _HELD_V1.decode(item)
-                    d = WireDecision.model_validate_json(bytes(raw))
-                else:
-                    h = _HELD.decode(item)
-                    d = _decision(h, *pools[h.pool])
-                    kinds, fids = h.kinds, h.fids
-                ts = d.ts.timestamp()
-                op = _Open(d, ts + joiner.window_s)
-                op.kinds = sum({_KINDS[k] for k in kinds})
-                op.fids = tuple(fids)
-                joiner._open[d.event_id.int] = op
-                joiner._close_heap.append(
-                    (ts + joiner.window_s + joiner.lateness_s, d.event_id.int)
-                )
-            for raw, ref in state.orphans:
-                fb = Feedback.model_validate_json(bytes(raw))
-                joiner._orphans.setdefault(fb.event_id.int, {})[fb.feedback_id] = (fb, ref)
-                expire_at = fb.ts.timestamp() + joiner.lateness_s
-                joiner._orphan_heap.append((expire_at, fb.event_id.int, fb.feedback_id))
-            for hex_id, forget_at in state.closed:
-                eid = UUID(hex=hex_id).int
-                joiner._closed[eid] = forget_at
-                joiner._closed_heap.append((forget_at, eid))
-            joiner.stats = JoinStats(**state.stats)
+            if data[:1] == b"{":  # formats 1 and 2: JSON
+                joiner._load_json(data)
+            else:
+                joiner._load_v3(_STATE3.decode(data))
         except (
             msgspec.DecodeError,
             msgspec.ValidationError,
@@ -454,10 +498,169 @@ class RewardJoiner:
             IndexError,
         ) as exc:
             raise CheckpointError(f"unreadable joiner state: {exc}") from exc
+        finally:
+            if collecting:
+                gc.enable()
         heapq.heapify(joiner._close_heap)
         heapq.heapify(joiner._orphan_heap)
         heapq.heapify(joiner._closed_heap)
         return joiner
+
+    def _load_v3(self, state: _State3) -> None:
+        if state.format != 3:
+            raise CheckpointError(f"unknown joiner state format {state.format!r}")
+        if state.inline:
+            self._load_json(state.inline)
+        self._wm = -math.inf if state.watermark is None else state.watermark
+        cols = state.by_ref
+        ids = _ids_from_bytes(cols.event_ids)
+        deadlines = np.frombuffer(cols.deadlines, "<f8").tolist()
+        partitions = np.frombuffer(cols.partitions, "<i4").tolist()
+        offsets = np.frombuffer(cols.offsets, "<i8").tolist()
+        kinds = list(cols.kinds)
+        counts = np.frombuffer(cols.fid_counts, "<u4").tolist()
+        fids = np.frombuffer(cols.fids, "<u8").tolist()
+        if not len(ids) == len(deadlines) == len(partitions) == len(offsets) == len(kinds):
+            raise CheckpointError("unreadable joiner state: columns of unequal length")
+        if len(counts) != len(ids) or sum(counts) != len(fids):
+            raise CheckpointError("unreadable joiner state: feedback ids do not add up")
+        lateness = self.lateness_s
+        at = 0
+        for eid, deadline, p, o, k, c in zip(
+            ids, deadlines, partitions, offsets, kinds, counts, strict=True
+        ):
+            op = _Open(None, deadline, (p, o))
+            op.kinds = k
+            op.fids = tuple(fids[at : at + c])
+            at += c
+            self._open[eid] = op
+            self._close_heap.append((deadline + lateness, eid))
+        self._restore_orphans(state.orphans)
+        closed_at = np.frombuffer(state.closed_at, "<f8").tolist()
+        for eid, forget_at in zip(_ids_from_bytes(state.closed_ids), closed_at, strict=True):
+            self._closed[eid] = forget_at
+            self._closed_heap.append((forget_at, eid))
+        self.stats = JoinStats(**state.stats)
+
+    def _load_json(self, data: bytes) -> None:
+        state = _STATE.decode(data)
+        if state.format not in (1, 2):
+            raise CheckpointError(f"unknown joiner state format {state.format!r}")
+        self._wm = -math.inf if state.watermark is None else state.watermark
+        pools = [
+            (ids, [assemble(ActionFeatures, msgspec.structs.asdict(f)) for f in feats])
+            for ids, feats in state.pools
+        ]
+        for item in state.open:
+            if state.format == 1:
+                raw, kinds, fids = _HELD_V1.decode(item)
+                d = WireDecision.model_validate_json(bytes(raw))
+            else:
+                h = _HELD.decode(item)
+                d = _decision(h, *pools[h.pool])
+                kinds, fids = h.kinds, h.fids
+            # the deadline as add_decision computes it, so the close order is the same
+            deadline = d.ts.timestamp() + self.window_s
+            op = _Open(d, deadline)
+            op.kinds = sum({_KINDS[k] for k in kinds})
+            op.fids = tuple(fids)
+            self._open[d.event_id.int] = op
+            self._close_heap.append((deadline + self.lateness_s, d.event_id.int))
+        self._restore_orphans([(bytes(raw), ref) for raw, ref in state.orphans])
+        for hex_id, forget_at in state.closed:
+            eid = UUID(hex=hex_id).int
+            self._closed[eid] = forget_at
+            self._closed_heap.append((forget_at, eid))
+        self.stats = JoinStats(**state.stats)
+
+    def _restore_orphans(self, orphans: list[tuple[bytes, tuple[int, int] | None]]) -> None:
+        for raw, ref in orphans:
+            fb = Feedback.model_validate_json(raw)
+            self._orphans.setdefault(fb.event_id.int, {})[fb.feedback_id] = (fb, ref)
+            expire_at = fb.ts.timestamp() + self.lateness_s
+            self._orphan_heap.append((expire_at, fb.event_id.int, fb.feedback_id))
+
+
+def _ids_to_bytes(ids: Iterable[int]) -> bytes:
+    return b"".join([eid.to_bytes(16, "big") for eid in ids])
+
+
+def _ids_from_bytes(data: bytes) -> list[int]:
+    if len(data) % 16:
+        raise CheckpointError("unreadable joiner state: event ids are not 16 bytes each")
+    halves = np.frombuffer(data, ">u8").tolist()
+    return [(hi << 64) | lo for hi, lo in zip(halves[::2], halves[1::2], strict=True)]
+
+
+def _columns(ids: list[int], ops: list[_Open]) -> _ByRef:
+    """Open decisions with a reference, as :class:`_ByRef` columns; turns their feedback ids
+    into hashes in place (see :class:`_Open`)."""
+    n = len(ops)
+    counts: list[int] = []
+    hashed: list[int] = []
+    for op in ops:
+        fids = op.fids
+        if fids and type(fids[-1]) is not int:  # ids counted since the last checkpoint
+            fids = op.fids = tuple(f if type(f) is int else fid_hash(f) for f in fids)  # type: ignore[arg-type]
+        counts.append(len(fids))
+        hashed.extend(fids)  # type: ignore[arg-type]  # all ints now
+    return _ByRef(
+        event_ids=_ids_to_bytes(ids),
+        deadlines=np.fromiter((op.deadline for op in ops), "<f8", n).tobytes(),
+        partitions=np.fromiter((op.ref[0] for op in ops), "<i4", n).tobytes(),  # type: ignore[index]
+        offsets=np.fromiter((op.ref[1] for op in ops), "<i8", n).tobytes(),  # type: ignore[index]
+        kinds=bytes([op.kinds for op in ops]),
+        fid_counts=np.array(counts, "<u4").tobytes(),
+        fids=np.array(hashed, "<u8").tobytes(),
+    )
+
+
+def _inline_state(ops: list[_Open]) -> bytes:
+    """Open decisions without a reference as a format-2 JSON state (nothing else in it): each
+    less its pool, each pool written once and referred to by index."""
+    pools: list[bytes] = []
+    pool_of: dict[tuple[int, int], int] = {}
+    by_text: dict[bytes, int] = {}
+    held: list[bytes] = []
+    encode = _ENCODER.encode
+    for op in ops:
+        d = op.decision
+        if d is None:  # only decisions kept by reference are ever left unread
+            raise CheckpointError("an open decision has neither its body nor a reference")
+        key = (id(d.actions), id(d.action_features))
+        index = pool_of.get(key)
+        if index is None:
+            # decisions decoded from one pool share its lists; others are told apart by text
+            text = encode(
+                (d.actions, [ActionFeaturesRow(**f.model_dump()) for f in d.action_features])
+            )
+            index = by_text.setdefault(text, len(by_text))
+            if index == len(pools):
+                pools.append(text)
+            pool_of[key] = index
+        fids = op.fids
+        held.append(
+            encode(
+                _Held(
+                    index,
+                    d.event_id,
+                    d.ts,
+                    d.product_id,
+                    d.channel,
+                    d.pool_version,
+                    d.policy_version,
+                    d.context,
+                    d.action,
+                    d.pscore,
+                    d.action_dist,
+                    _kind_names(op.kinds),
+                    list(fids),  # type: ignore[arg-type]  # hashed by reference only
+                )
+            )
+        )
+    return b"".join(
+        (b'{"format":2,"pools":[', b",".join(pools), b'],"open":[', b",".join(held), b"]}")
+    )
 
 
 def _decision(h: _Held, actions: list[str], features: list[ActionFeatures]) -> Decision:

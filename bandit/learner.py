@@ -11,26 +11,41 @@ A stream error (a dead letter refused, a flush that finds one undelivered) is ha
 crash is: the learner restores the last checkpoint's model, joiner and count, and seeks the
 consumer back to its offsets, so nothing it read since is skipped and nothing is learned twice.
 
+One learner per data dir: :meth:`Learner.start` takes an exclusive ``flock`` on
+``learner.lock`` there and holds it until :meth:`Learner.close` (or the process ends, however
+it ends), so a second learner on the same data dir stops with :class:`LearnerLocked` instead
+of restoring the same checkpoint and publishing a different model under the same name. Each
+start also draws a run id that every snapshot name of that run carries
+(``LINEAGE-SEQ-RUN``), so no two runs ever announce different models under one name, even
+where the lock cannot hold (a file system without ``flock``).
+
+The checkpoint keeps the open decisions by reference (their partition and offset): after a
+restore each is read back from the decisions topic as its window closes (see
+:mod:`bandit.join`), so a checkpoint's size and its restore do not grow with the decisions'
+payload.
+
 The watermark runs on event times the shoppers' devices cannot push: each record counts at the
 earlier of its own ``ts`` and the time the broker logged it plus ``event_time_skew_s`` (see
 :func:`bandit.join.bounded_event_time`)."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bandit.checkpoint import Checkpoint
-from bandit.errors import ConfigError
-from bandit.join import Rejected, RewardJoiner, bounded_event_time
+from bandit.errors import BanditError, CheckpointError, ConfigError
+from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
 from bandit.policy import Policy, PolicyConfig
-from bandit.promotion import PromotionConfig, PromotionGate
+from bandit.promotion import PromotionConfig, PromotionGate, Serving
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.snapshot import write_snapshot
 from bandit.wire import WireDecision, WireFeedback
@@ -40,11 +55,14 @@ from streams.errors import StreamsError
 from streams.producer import EventSink, KafkaEventSink
 from streams.schemas import Decision, Event, Feedback, ModelAnnouncement
 from streams.serde import encode
+from streams.shards import Sharding
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "bandit-learner.ckpt"
+#: the file in the data dir whose ``flock`` a running learner holds
+LOCK_NAME = "learner.lock"
 #: how long polls must come back empty before a partition never read from counts as empty
 _DRAINED_AFTER_S = 5.0
 
@@ -81,8 +99,16 @@ class LearnerConfig:
     group_id: str = "copyloop-learner"
     #: judge each snapshot on decisions it never learned before rankers get it (bandit.promotion)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    #: this learner's model shard of ``shards`` (streams.shards): it reads only the partitions
+    #: of that shard and keeps its checkpoint, lock and snapshots apart from the other shards'
+    shard: int = 0
+    shards: int = 1
 
     def __post_init__(self) -> None:
+        if not (type(self.shards) is int and self.shards >= 1):
+            raise ConfigError(f"`shards` must be an integer >= 1, got {self.shards!r}")
+        if not (type(self.shard) is int and 0 <= self.shard < self.shards):
+            raise ConfigError(f"`shard` must be in [0, {self.shards}), got {self.shard!r}")
         if not self.snapshot_every_s > 0:
             raise ConfigError(f"`snapshot_every_s` must be > 0, got {self.snapshot_every_s}")
         if not 0 <= self.lateness_s < math.inf:
@@ -105,12 +131,47 @@ class LearnerConfig:
             )
 
     @property
+    def shard_dir(self) -> str | None:
+        """The sub-folder of this shard's files (None with one shard: the paths of old)."""
+        return f"shard-{self.shard}-of-{self.shards}" if self.shards > 1 else None
+
+    def _sharded(self, folder: Path) -> Path:
+        return folder / self.shard_dir if self.shard_dir else folder
+
+    @property
     def checkpoint_path(self) -> Path:
-        return self.data_dir / "checkpoints" / CHECKPOINT_NAME
+        return self._sharded(self.data_dir / "checkpoints") / CHECKPOINT_NAME
 
     @property
     def snapshot_dir(self) -> Path:
-        return self.data_dir / "models" / "bandit"
+        return self._sharded(self.data_dir / "models" / "bandit")
+
+    @property
+    def lock_path(self) -> Path:
+        """The learner lock: one per data dir and shard, so the shards of one host can share a
+        data dir while two learners of one shard cannot."""
+        if self.shard_dir is None:
+            return self.data_dir / LOCK_NAME
+        return self.data_dir / f"learner-{self.shard_dir}.lock"
+
+
+class LearnerObserver(Protocol):
+    """Something that follows the learner's reading (``bandit.loop_stats.StatsPublisher``):
+    the records each poll read, the rewards that joined (before they are learned), each step's
+    end, and each checkpoint just before it is saved (so whatever it keeps is saved no later
+    than the offsets that checkpoint records)."""
+
+    def read(self, records: Sequence[Received[Event]]) -> None: ...
+
+    def joined(self, joined: Sequence[Joined]) -> None: ...
+
+    def stepped(self, serving: Serving, health: Callable[[], Mapping[str, Any]]) -> None: ...
+
+    def saving(self) -> None: ...
+
+
+class LearnerLocked(BanditError):
+    """Another learner already runs on this data dir."""
 
 
 @dataclass
@@ -123,6 +184,13 @@ class LearnerStats:
     errors: int = 0
     #: snapshots the promotion gate kept from the rankers
     held_back: int = 0
+    #: the rewards of the joined events, summed (for the metrics: rewards per second)
+    rewards: float = 0.0
+    #: dead letters this learner sent, by reason (late, unknown_event, overflow, future)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    #: decisions read (and learned) by this shard whose product another shard owns: a ranker
+    #: that placed them with a different partition count or shard count (streams.shards)
+    misrouted: int = 0
 
 
 class Learner:
@@ -150,6 +218,7 @@ class Learner:
             lateness_s=config.lateness_s,
             follow_event_time=False,
             max_open=config.max_open_decisions,
+            fetch=self._fetch_decisions,
         )
         #: latest event time read per partition, for the watermark
         self._latest: dict[PartitionKey, float] = {}
@@ -158,7 +227,13 @@ class Learner:
         self._ends: dict[PartitionKey, int] = {}
         self._ends_at = -math.inf
         self._idle_since: float | None = None
-        self.lineage = uuid.uuid4().hex[:8]
+        self.sharding = Sharding(config.shards)
+        # a shard's snapshot names say whose they are
+        shard_tag = f"s{config.shard}of{config.shards}-" if config.shards > 1 else ""
+        self.lineage = shard_tag + uuid.uuid4().hex[:8]
+        #: this run's part of every snapshot name it cuts (kept from no checkpoint)
+        self.run_id = uuid.uuid4().hex[:6]
+        self._lock_fd: int | None = None
         self.seq = 0
         self._snapshot_learned = 0
         self._announce_pending = False
@@ -166,6 +241,8 @@ class Learner:
         self._started = False
         #: the state a stream error rewinds to: the last checkpoint (or the state at start)
         self._rewind_point: Checkpoint | None = None
+        #: follows what is read and joined (the loop-wide stats); None: nothing does
+        self.observer: LearnerObserver | None = None
         self.gate = PromotionGate(
             config.promotion,
             config.snapshot_dir,
@@ -187,6 +264,9 @@ class Learner:
             group_id=config.group_id,
             deadletter=deadletter,
             client_id="copyloop-learner",
+            owns_partition=(
+                Sharding(config.shards).owned_by(config.shard) if config.shards > 1 else None
+            ),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         return cls(config, consumer, sink, deadletter, **kwargs)
@@ -194,7 +274,10 @@ class Learner:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Restore the checkpoint (if any), seek to its offsets, re-announce the snapshot the
-        rankers serve (see :mod:`bandit.promotion`)."""
+        rankers serve (see :mod:`bandit.promotion`). Raises :class:`LearnerLocked` when
+        another learner runs on the data dir."""
+        self._lock()
+        self._check_shard_partitions()
         ck = Checkpoint.load(self.config.checkpoint_path)
         offsets = None
         if ck is not None:
@@ -217,6 +300,19 @@ class Learner:
         self._last_checkpoint = time.monotonic()
         self._started = True
 
+    def _check_shard_partitions(self) -> None:
+        """A shard that owns no partition of a topic would learn nothing and say nothing."""
+        if self.config.shards == 1:
+            return
+        mine = {topic for topic, _ in self.consumer.partitions()}
+        for topic in self.consumer.topics:
+            if topic not in mine:
+                raise ConfigError(
+                    f"shard {self.config.shard} of {self.config.shards} owns no partition of "
+                    f"`{topic}`: {self.config.shards} shards need at least "
+                    f"{self.config.shards} partitions (`shards`: COPYLOOP_LEARNER_SHARDS)"
+                )
+
     def step(self) -> int:
         """Poll once, join, learn what closed; returns the number of records read. On a
         stream error the learner rewinds to its last checkpoint (see :meth:`rewind`) and the
@@ -229,12 +325,16 @@ class Learner:
 
     def _step(self) -> int:
         records = self.consumer.poll(self.config.poll_timeout_s, self.config.poll_max_records)
+        observer = self.observer
+        if observer is not None and records:
+            observer.read(records)
         now = self.clock()
         joiner = self.joiner
         latest = self._latest
         limit = None if self.config.max_future_s is None else now + self.config.max_future_s
         skew = self.config.event_time_skew_s
         add_decision, add_feedback = joiner.add_decision, joiner.add_feedback
+        sharded, shard = self.config.shards > 1, self.config.shard
         for rec in records:
             event = rec.event
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
@@ -248,6 +348,8 @@ class Learner:
             if isinstance(event, Feedback):
                 rejected = add_feedback(event, (rec.partition, rec.offset))
             elif isinstance(event, Decision):
+                if sharded and self.sharding.of_product(event.product_id) != shard:
+                    self._misrouted(event)
                 rejected = add_decision(event, (rec.partition, rec.offset))
             else:
                 continue
@@ -261,12 +363,17 @@ class Learner:
         joined, rejected = joiner.advance(watermark)
         if joined:
             self.gate.observe(joined)
+            if observer is not None:
+                observer.joined(joined)
             self.policy.learn_many((j.decision, j.reward) for j in joined)
+            self.stats.rewards += math.fsum(j.reward for j in joined)
         self._dead_letter(rejected)
         self.stats.records += len(records)
         self.stats.learned = self.policy.learned
         if time.monotonic() - self._last_checkpoint >= self.config.snapshot_every_s:
             self.checkpoint()
+        if observer is not None:
+            observer.stepped(self.gate.serving, self.health)
         return len(records)
 
     def _watermark(self, *, idle: bool) -> tuple[float | None, bool]:
@@ -313,10 +420,12 @@ class Learner:
         except StreamsError:
             self.rewind()  # and the messages whose letters were lost are read again
             raise
+        if self.observer is not None:
+            self.observer.saving()
         changed = self.policy.learned != self._snapshot_learned
         if changed:
             self.seq += 1
-            self.policy.version = f"{self.lineage}-{self.seq:06d}"
+            self.policy.version = f"{self.lineage}-{self.seq:06d}-{self.run_id}"
             self._snapshot_learned = self.policy.learned
             write_snapshot(self.policy, self.config.snapshot_dir, keep=self.config.keep_snapshots)
         ck = self._state(dict(self.consumer.positions))
@@ -333,6 +442,29 @@ class Learner:
             self.stats.held_back = self.gate.held_back
         self._publish_announcement()
         return ck
+
+    def health(self) -> dict[str, Any]:
+        """The learner's own state for dashboards: records not read yet (lag), events waiting
+        for their reward window, dead letters, errors and the snapshot rankers serve."""
+        positions = self.consumer.positions
+        lag = sum(max(0, end - positions.get(key, end)) for key, end in self._ends.items())
+        return {
+            "lag": lag,
+            "pending": self.joiner.pending,
+            "learned": self.policy.learned,
+            "dead_lettered": self.deadletter.count,
+            "errors": self.stats.errors,
+            "held_back": self.stats.held_back,
+            "serving": self.gate.serving.version,
+        }
+
+    def partition_lag(self) -> dict[PartitionKey, int]:
+        """Records not read yet per partition, against the end offsets last read (at most a
+        second old while records flow); a partition never read from is left out (where it
+        starts is unknown). Safe to call from another thread (a metrics server's)."""
+        positions = dict(self.consumer.positions)
+        ends = self._ends  # replaced whole, never changed in place
+        return {k: max(0, end - positions[k]) for k, end in ends.items() if k in positions}
 
     def rewind(self) -> None:
         """Go back to the last checkpoint (or the state at start): its model, joiner and
@@ -357,6 +489,7 @@ class Learner:
             lateness_s=self.config.lateness_s,
             follow_event_time=False,
             max_open=self.config.max_open_decisions,
+            fetch=self._fetch_decisions,
         )
         self.lineage, self.seq = ck.lineage, ck.seq
 
@@ -413,6 +546,55 @@ class Learner:
         close = getattr(self.sink, "close", None)
         if close is not None:
             close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the file releases its lock
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        """Take the data dir's learner lock for this learner's life (see the module
+        docstring); the file names its holder for the error a second learner reports."""
+        if self._lock_fd is not None:
+            return
+        path = self.config.lock_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"opening the learner lock {path} failed: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LearnerLocked(
+                f"another learner runs on data dir {self.config.data_dir} ({holder}; lock "
+                f"file {path}): one learner per data dir, stop it first or use another "
+                "COPYLOOP_DATA_DIR"
+            ) from exc
+        except OSError as exc:  # a file system without locks: running unfenced is not safe
+            os.close(fd)
+            raise CheckpointError(f"locking {path} failed: {exc}") from exc
+        self._lock_fd = fd
+
+    def _fetch_decisions(self, refs: Sequence[tuple[int, int]]) -> list[Decision]:
+        """Read back open decisions a restored checkpoint kept by reference (see
+        :mod:`bandit.join`); one the topic no longer holds stops the learner, since it could
+        not be learned exactly once."""
+        topic = self.config.topics.decisions
+        found = self.consumer.fetch(topic, refs)
+        out: list[Decision] = []
+        for ref in refs:
+            d = found.get(ref)
+            if not isinstance(d, Decision):
+                raise CheckpointError(
+                    f"the checkpoint's open decision at `{topic}` partition {ref[0]} offset "
+                    f"{ref[1]} is no longer in the topic: its retention must cover the reward "
+                    "window and the lateness"
+                )
+            out.append(d)
+        return out
 
     # -- helpers --------------------------------------------------------------------------
     def _publish_announcement(self) -> None:
@@ -436,6 +618,8 @@ class Learner:
                 "dead_lettered": float(self.deadletter.count),
                 **self.gate.metrics(),
             },
+            shard=self.config.shard if self.config.shards > 1 else None,
+            shards=self.config.shards if self.config.shards > 1 else None,
         )
         try:
             self.sink.add(self.config.topics.models, "bandit", announcement)
@@ -458,7 +642,26 @@ class Learner:
                 value=encode(r.event),
                 reason=r.detail,
             )
+            reasons = self.stats.dead_letter_reasons
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
         self.stats.dead_lettered += len(rejected)
+
+    def _misrouted(self, event: Decision) -> None:
+        """Learned all the same (its feedback is on this shard's partitions too, so it is
+        learned exactly once), but by a model that does not serve its product: counted, and
+        said once."""
+        if self.stats.misrouted == 0:
+            log.warning(
+                "shard %d of %d read decision %s of product %s, which shard %d owns: do the "
+                "rankers run with COPYLOOP_LEARNER_SHARDS=%d and the same partition count?",
+                self.config.shard,
+                self.config.shards,
+                event.event_id,
+                event.product_id,
+                self.sharding.of_product(event.product_id),
+                self.config.shards,
+            )
+        self.stats.misrouted += 1
 
     def _reject_future(self, rec: Received[Event], now: float) -> None:
         ahead = rec.event.ts.timestamp() - now  # type: ignore[attr-defined]
@@ -472,3 +675,5 @@ class Learner:
             f"(at most {self.config.max_future_s:.0f} s)",
         )
         self.stats.dead_lettered += 1
+        reasons = self.stats.dead_letter_reasons
+        reasons["future"] = reasons.get("future", 0) + 1

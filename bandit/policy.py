@@ -19,7 +19,7 @@ from uuid import UUID
 
 from bandit.errors import ConfigError, FeatureError, ModelError
 from bandit.features import check_encoded
-from bandit.refit import RefitConfig
+from bandit.refit import Contribution, RefitConfig
 from bandit.scoring import MAX_ACTIONS, ActionSet, Example, ScoringModel
 from bandit.vw import VWConfig
 from bandit.wire import assemble
@@ -38,6 +38,7 @@ __all__ = [
     "MODELS",
     "ActionSet",
     "Actions",
+    "Contribution",
     "ModelSettings",
     "Policy",
     "PolicyConfig",
@@ -294,6 +295,33 @@ class Policy:
             self._logged.clear()
         acts = self._logged[key] = ActionSet(list(zip(key, feats, strict=True)))
         return acts
+
+    def pmf_logged(self, decision: Decision) -> list[float]:
+        """This policy's distribution over a logged decision's own actions (for off-policy
+        estimates: the decisions of one pool share the prepared action set)."""
+        return normalise(self.model.pmf(decision.context, self._logged_actions(decision)))
+
+    # -- why ------------------------------------------------------------------------------
+    def explain(self, decision: Decision, top: int = 5) -> list[Contribution] | None:
+        """The ``top`` features that moved ``decision``'s chosen variant's score most, by this
+        policy's model; None when the model cannot say (VW keeps hashed weights, not named
+        ones: its answer is the decision's probabilities alone)."""
+        explain = getattr(self.model, "explain", None)
+        if explain is None:
+            return None
+        found: list[Contribution] = explain(
+            decision.context, self._logged_actions(decision), decision.action, top
+        )
+        return found
+
+    def weights(self) -> dict[str, float] | None:
+        """The model's named weights (token -> weight), what :meth:`explain` reads; None for a
+        model without named weights (VW)."""
+        weights = getattr(self.model, "weights", None)
+        if weights is None:
+            return None
+        out: dict[str, float] = weights()
+        return out
 
     # -- persistence ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:

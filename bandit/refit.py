@@ -73,6 +73,29 @@ _Tokens = tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
+class Contribution:
+    """One feature's share of a variant's score: the weight of ``namespace`` token
+    ``feature`` (``age=25-29``; empty for the variant's own term) crossed with the variant's
+    ``action`` token (``t=urgency``). Features are binary, so the contribution is the weight."""
+
+    namespace: str
+    feature: str
+    action: str
+    weight: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def contribution_of(token: str, weight: float) -> Contribution:
+    """``U^age=25-29^t=urgency`` (a cross) or ``A^t=urgency`` (the variant's own term)."""
+    parts = token.split("^", 2)
+    if len(parts) == 3:
+        return Contribution(parts[0], parts[1], parts[2], weight)
+    return Contribution(parts[0], "", parts[-1], weight)
+
+
+@dataclass(frozen=True)
 class RefitConfig:
     """The batch-refit model's settings; the defaults are the ones the simulator validated
     (``bandit.presets``)."""
@@ -249,6 +272,42 @@ class RefitModel:
         eps = self.config.epsilon
         out: list[float] = ((1.0 - eps) * votes + eps / k).tolist()
         return out
+
+    def weights(self) -> dict[str, float]:
+        """Each token's weight in the latest fit: the mean of the members' draws (the posterior
+        mode, up to the draws' noise). What :meth:`explain` and the dashboard's segment view
+        read, so the two agree. Empty before the first fit."""
+        if self._pending is not None:
+            self._fit_pending()
+        with self._lock:
+            coef, vocab = self._coef, self._vocab
+        if coef.shape[0] == 0:
+            return {}
+        mean = coef.mean(axis=0)
+        return {tok: float(mean[i]) for tok, i in vocab.items()}
+
+    def explain(
+        self, context: Mapping[str, FeatureValue], actions: ActionSet, action: int, top: int = 5
+    ) -> list[Contribution]:
+        """The ``top`` features that moved ``action``'s score most (largest absolute weights
+        among the tokens its row holds for this context). The shopper's hashed id is never a
+        feature (``_SKIP_CROSS``), so it never appears."""
+        check(0 <= action < len(actions), "action", f"in [0, {len(actions)})", action)
+        if self._pending is not None:
+            self._fit_pending()
+        with self._lock:
+            coef, vocab = self._coef, self._vocab
+        if coef.shape[0] == 0:
+            return []
+        tokens = actions.prepared(("refit-tokens",), _action_set_tokens)
+        mean = coef.mean(axis=0)
+        found = [
+            contribution_of(tok, float(mean[i]))
+            for tok in self._row_tokens(self._shared(context), tokens[action])
+            if (i := vocab.get(tok)) is not None and "id=" not in tok
+        ]
+        found.sort(key=lambda c: (-abs(c.weight), c.namespace, c.feature, c.action))
+        return found[: max(0, top)]
 
     def learn(self, examples: Iterable[Example]) -> int:
         n = 0

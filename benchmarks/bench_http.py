@@ -13,6 +13,11 @@ Needs a broker: ``COPYLOOP_KAFKA_BOOTSTRAP`` (default 127.0.0.1:19092); pools an
 to topics under a fresh prefix.
 
     .venv/bin/python benchmarks/bench_http.py [--rate 1000] [--duration 60] [--workers 1]
+        [--durable-ack]
+
+``--durable-ack`` serves with ``COPYLOOP_DURABLE_ACK=true`` (each answer waits until its
+decision is acknowledged by Kafka or fsynced into the spool), to measure what that costs
+against a run without it under the same load.
 """
 
 from __future__ import annotations
@@ -219,6 +224,11 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=50)
     parser.add_argument("--variants", type=int, default=8, help="variants per pool")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--durable-ack",
+        action="store_true",
+        help="answer only once each decision is on Kafka or on disk (COPYLOOP_DURABLE_ACK)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/http.json"))
     parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -245,6 +255,7 @@ def main() -> None:
         "COPYLOOP_KAFKA_BOOTSTRAP": bootstrap,
         "COPYLOOP_TOPIC_PREFIX": topics.prefix,
         "COPYLOOP_DATA_DIR": str(data),
+        "COPYLOOP_DURABLE_ACK": "true" if args.durable_ack else "false",
     }
     server = subprocess.Popen(
         [
@@ -294,7 +305,7 @@ def main() -> None:
     result = {
         "benchmark": "rank_http",
         "config": {k: getattr(args, k) for k in ("rate", "duration", "connections", "workers")}
-        | {"products": args.products, "variants": args.variants},
+        | {"products": args.products, "variants": args.variants, "durable_ack": args.durable_ack},
         **figures,
         "target": {"p99_ms": 10.0, "rate_rps": 1000.0, "duration_s": 60.0, "errors": 0},
         "p99_vs_target": round(p99 / 10.0, 3),

@@ -4,7 +4,10 @@ in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Also
 fast the Kafka client alone reads and decodes the same messages, the ceiling for any learner
 built on it. Also measures the checkpoint at a steady load (``--ckpt-rate`` decisions/s over a
 ``--ckpt-window`` s reward window, all of them open, 90 % with an impression, the refit model's
-window full): its size per part and the time to encode and write it. Writes JSON.
+window full): its size per part and the time to encode, write and restore it. The open decisions
+are kept by reference (partition, offset) as the learner keeps them, and a restored learner reads
+each back from the topic as its window closes: ``read_back_per_s`` is how fast that goes here
+(the learner's own decisions read back by reference, in offset order). Writes JSON.
 
 Needs a broker: ``COPYLOOP_KAFKA_BOOTSTRAP`` (default 127.0.0.1:19092). The events go to topics
 under a fresh prefix, so nothing else on the broker is read or disturbed.
@@ -187,10 +190,19 @@ def main() -> None:
         task = progress.add_task("reading back (no learning)", total=len(events) + 1)
         t0 = time.perf_counter()
         got = 0
+        refs: list[tuple[int, int]] = []
         while got < len(events) + 1 and time.perf_counter() - t0 < 600:
-            got += len(reader.poll(0.5, 2000))
+            records = reader.poll(0.5, 2000)
+            got += len(records)
+            refs += [(r.partition, r.offset) for r in records if r.topic == topics.decisions]
             progress.update(task, completed=got)
         read_s = time.perf_counter() - t0
+        # what a restored learner does as windows close: read decisions back by reference
+        t0 = time.perf_counter()
+        for i in range(0, len(refs), 5000):
+            fetched = reader.fetch(topics.decisions, sorted(refs[i : i + 5000]))
+            assert len(fetched) == len(refs[i : i + 5000])
+        read_back = len(refs) / (time.perf_counter() - t0)
         reader.close()
     rate = learner.stats.learned / learn_s
     result = {
@@ -204,6 +216,7 @@ def main() -> None:
         "ratio": round(rate / native, 3),
         "read_only_examples_per_s": round(args.n / read_s, 1),
         "read_only_ratio": round(args.n / read_s / native, 3),
+        "read_back_per_s": round(read_back, 1),
         "target_ratio": 0.4,
         "target_examples_per_s": 50000,
         "checkpoints": learner.stats.checkpoints,
@@ -239,7 +252,7 @@ def _checkpoint_at_load(
                 "ts": T0 + timedelta(seconds=i / rate),
             },
         )
-        joiner.add_decision(d)
+        joiner.add_decision(d, (i % 2, i // 2))  # where the learner read it: two partitions
         if i % 10:
             joiner.add_feedback(
                 assemble(

@@ -62,12 +62,12 @@ class FinetuneConfig:
 
     method: Method = field(default="kto", metadata={"help": "kto (unpaired) or dpo (pairs)"})
     seed: int = field(default=0, metadata={"help": "seeds the adapter's init and the data order"})
-    max_steps: int = field(default=20, metadata={"help": "optimizer steps"})
+    max_steps: int = field(default=40, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "examples per step (KTO needs >= 2)"})
     learning_rate: float = field(
-        # measured on the bootstrap model: 1e-3 for 30 steps broke its copy (guardrail pass
-        # rate 0.65 -> 0.15); 2e-4 for 20 steps kept it and lifted the expected reward ~6 %
-        default=2e-4,
+        # with 40 steps, measured on the bootstrap model (docs/experiments/2026-finetune-
+        # rounds.md): weaker training left its copy as it was, stronger broke it
+        default=5e-4,
         metadata={"help": "AdamW learning rate"},
     )
     beta: float = field(default=0.1, metadata={"help": "KL pull toward the parent model"})
@@ -80,10 +80,12 @@ class FinetuneConfig:
     device: str | None = field(default=None, metadata={"help": "default: cuda if present"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     free_prompt_share: float = field(
-        default=0.5,
+        # 0: asked as the untrained model is (planned styles); the bootstrap model asked with
+        # no wished style writes plain copy and, once tuned, fails the guardrails more often
+        default=0.0,
         metadata={
             "help": "share of a pool's candidates the tuned model is asked for with no wished "
-            "style (it was trained on such prompts; written to copyloop.json)"
+            "style (written to copyloop.json)"
         },
     )
 

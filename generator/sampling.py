@@ -102,7 +102,7 @@ def plan_candidates(
     """``count`` wishes that cycle through every style the product allows, each with a random
     companion style and length, so that the candidates differ before sampling adds its own.
     A ``free_share`` of them (after the styled ones are drawn, so those stay as they were)
-    wish for no style: the model picks it, as fine-tuning taught it."""
+    wish for no style: the model picks it (a tuned model's ``free_prompt_share``, 0 unless set)."""
     slots = available_slots(product, language)
     styles = [s for s in STYLES if s != "discount" or "discount" in slots]
     offset = rng.randrange(len(styles))

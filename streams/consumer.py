@@ -9,11 +9,17 @@ the batch began and hands out none of it (the next poll reads it again). When a 
 that an earlier dead letter was not delivered, :meth:`EventConsumer.commit` seeks back to the
 last committed positions, so the next poll reads (and dead-letters) everything since again: at
 least once for the caller, which is why a caller that keeps state (the learner) rewinds its
-state to the same point (:meth:`EventConsumer.rewind`)."""
+state to the same point (:meth:`EventConsumer.rewind`).
+
+:meth:`EventConsumer.fetch` reads records back by ``(partition, offset)`` with a second client of
+its own, for a caller that keeps where records were rather than the records (the learner's
+checkpoint keeps its open decisions that way)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
@@ -29,6 +35,18 @@ E = TypeVar("E", bound=Event)
 
 #: ``(topic, partition)`` — used instead of kafka's TopicPartition outside this package.
 PartitionKey = tuple[str, int]
+#: read forward rather than seek when the next wanted record is at most this far ahead
+_FETCH_SKIP = 1_000
+
+
+@dataclass
+class _Ahead:
+    """Where the fetch client stands on one partition: the next offset it returns, and the
+    raw values of the last batch it returned (a later fetch often wants some of them)."""
+
+    pos: int
+    start: int
+    values: dict[int, bytes | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,12 +76,16 @@ class EventConsumer:
         deadletter: DeadLetterWriter | None = None,
         auto_offset_reset: str = "earliest",
         client_id: str = "copyloop",
+        owns_partition: Callable[[int], bool] | None = None,
         **consumer_config: Any,
     ) -> None:
         if not topics:
             raise ValueError("`topics` must name at least one topic")
         self.bootstrap = bootstrap
         self.topics = dict(topics)
+        #: which partition numbers :meth:`assign` takes (None: all); a learner shard's own
+        #: (``streams.shards``)
+        self.owns_partition = owns_partition
         self.group_id = group_id
         self.deadletter = deadletter
         self._config: dict[str, Any] = {
@@ -75,6 +97,9 @@ class EventConsumer:
             **consumer_config,
         }
         self._consumer: KafkaConsumer | None = None
+        #: the second client :meth:`fetch` reads with, and where it stands per partition
+        self._fetcher: KafkaConsumer | None = None
+        self._ahead: dict[PartitionKey, _Ahead] = {}
         self._assigned = False
         #: next offset to read per partition, for everything handed out or dead-lettered
         self.positions: dict[PartitionKey, int] = {}
@@ -105,12 +130,14 @@ class EventConsumer:
             parts = consumer.partitions_for_topic(topic)
             if not parts:
                 raise StreamsError(f"topic `{topic}` does not exist")
-            out.extend((topic, p) for p in sorted(parts))
+            owns = self.owns_partition
+            out.extend((topic, p) for p in sorted(parts) if owns is None or owns(p))
         return out
 
     def assign(self, offsets: dict[PartitionKey, int] | None = None) -> None:
-        """Take every partition by hand and start at ``offsets`` where given, else at the
-        group's committed offset, else at ``auto_offset_reset``."""
+        """Take every partition (those ``owns_partition`` accepts) by hand and start at
+        ``offsets`` where given, else at the group's committed offset, else at
+        ``auto_offset_reset``."""
         consumer = self._client()
         keys = self.partitions()
         tps = [TopicPartition(t, p) for t, p in keys]
@@ -249,7 +276,83 @@ class EventConsumer:
             raise StreamsError(f"reading end offsets failed: {exc}") from exc
         return {(tp.topic, tp.partition): off for tp, off in ends.items()}
 
+    def fetch(
+        self, topic: str, refs: Iterable[tuple[int, int]], timeout_s: float = 60.0
+    ) -> dict[tuple[int, int], Event]:
+        """The records of ``topic`` at ``refs`` (``(partition, offset)``), decoded; a ref with
+        no record there (deleted by retention, or never written) is left out. Read by a client
+        of its own, so the positions :meth:`poll` reads from do not move. It reads forward from
+        where the last fetch ended when the next wanted record is near, so fetches in offset
+        order read the topic once. Raises :class:`StreamsError` when the broker fails or the
+        records do not come within ``timeout_s``."""
+        model = self.topics[topic]
+        wanted: dict[int, set[int]] = {}
+        for partition, offset in refs:
+            wanted.setdefault(partition, set()).add(offset)
+        deadline = time.monotonic() + timeout_s
+        found: dict[tuple[int, int], Event] = {}
+        try:
+            for partition, offsets in sorted(wanted.items()):
+                for offset, value in self._read_at(topic, partition, offsets, deadline):
+                    found[(partition, offset)] = decode(model, value)
+        except KafkaError as exc:
+            raise StreamsError(f"reading back records of `{topic}` failed: {exc}") from exc
+        return found
+
+    def _read_at(
+        self, topic: str, partition: int, offsets: set[int], deadline: float
+    ) -> list[tuple[int, bytes | None]]:
+        """The raw values at ``offsets`` of one partition that the log still holds."""
+        fetcher = self._fetcher
+        if fetcher is None:
+            # a record before the log's start is gone: read on from the start to tell so
+            config = {**self._config, "group_id": None, "auto_offset_reset": "earliest"}
+            config["client_id"] = f"{config['client_id']}-fetch"
+            try:
+                fetcher = self._fetcher = KafkaConsumer(**config)
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+        tp = TopicPartition(topic, partition)
+        key = (topic, partition)
+        assigned = fetcher.assignment()
+        if tp not in assigned:
+            fetcher.assign([*assigned, tp])
+            self._ahead.pop(key, None)
+        others = [p for p in fetcher.assignment() if p != tp]
+        if others:
+            fetcher.pause(*others)  # a paused partition keeps its position
+        fetcher.resume(tp)
+        lo, hi = min(offsets), max(offsets)
+        ahead = self._ahead.get(key)
+        if ahead is None or lo < ahead.start or lo > ahead.pos + _FETCH_SKIP:
+            fetcher.seek(tp, lo)
+            ahead = self._ahead[key] = _Ahead(pos=lo, start=lo)
+        need = set(offsets)
+        out = [(o, ahead.values[o]) for o in sorted(need) if o in ahead.values]
+        need.difference_update(o for o, _ in out)
+        while need and ahead.pos <= hi:
+            records = fetcher.poll(timeout_ms=200, max_records=10_000).get(tp, [])
+            if not records:
+                if ahead.pos >= fetcher.end_offsets([tp])[tp]:
+                    break  # the log ends before them
+                if time.monotonic() > deadline:
+                    raise StreamsError(
+                        f"reading back `{topic}`[{partition}] timed out at offset {ahead.pos}"
+                    )
+                continue
+            ahead.values = {r.offset: r.value for r in records}
+            ahead.start, ahead.pos = records[0].offset, records[-1].offset + 1
+            for rec in records:
+                if rec.offset in need:
+                    need.discard(rec.offset)
+                    out.append((rec.offset, rec.value))
+        return out
+
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close(autocommit=False)
             self._consumer = None
+        if self._fetcher is not None:
+            self._fetcher.close(autocommit=False)
+            self._fetcher = None
+            self._ahead.clear()

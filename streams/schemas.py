@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -195,6 +195,26 @@ class ModelAnnouncement(Event):
     created_at: UtcDatetime = Field(default_factory=utc_now)
     learned_events: int | None = Field(default=None, ge=0)
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: bandit, with sharded learners: the shard (of ``shards``) whose products this model
+    #: serves (``streams.shards``); None: one learner serves every product
+    shard: int | None = Field(default=None, ge=0)
+    shards: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _shard_below_shards(self) -> ModelAnnouncement:
+        if self.shard is not None and self.shard >= (self.shards or 1):
+            raise ValueError(f"`shard` must be below `shards`, got {self.shard} of {self.shards}")
+        return self
+
+
+class LoopStats(Event):
+    """The learner's loop-wide figures on ``copyloop.stats`` (compacted, key ``loop``): what
+    every ranker worker shows on its dashboard, so no figure depends on which worker answers.
+    ``figures`` is laid out by ``bandit.loop_stats`` (totals, time buckets, per-variant counts,
+    segment x trait rewards, versions, the off-policy estimate and its baselines, health)."""
+
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+    figures: dict[str, Any] = Field(default_factory=dict)
 
 
 class DeadLetter(Event):

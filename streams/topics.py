@@ -13,6 +13,7 @@ from streams.schemas import (
     Decision,
     Event,
     Feedback,
+    LoopStats,
     ModelAnnouncement,
     VariantPool,
 )
@@ -20,7 +21,8 @@ from streams.schemas import (
 
 @dataclass(frozen=True)
 class Topics:
-    """The five topics of CONTRACT.md §1 under one prefix (default ``copyloop.``)."""
+    """The five topics of CONTRACT.md §1 and the learner's stats under one prefix (default
+    ``copyloop.``)."""
 
     prefix: str = "copyloop."
 
@@ -44,8 +46,20 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
+    @property
+    def stats(self) -> str:
+        """The learner's loop-wide figures (compacted; an addition to the contract's five)."""
+        return f"{self.prefix}stats"
+
     def all(self) -> tuple[str, ...]:
-        return (self.variants, self.decisions, self.feedback, self.models, self.deadletter)
+        return (
+            self.variants,
+            self.decisions,
+            self.feedback,
+            self.models,
+            self.deadletter,
+            self.stats,
+        )
 
     def model_of(self, topic: str) -> type[Event]:
         """The event model carried by ``topic``."""
@@ -55,6 +69,7 @@ class Topics:
             self.feedback: Feedback,
             self.models: ModelAnnouncement,
             self.deadletter: DeadLetter,
+            self.stats: LoopStats,
         }
         try:
             return models[topic]
@@ -62,10 +77,10 @@ class Topics:
             raise StreamsError(f"`{topic}` is not a copyloop topic") from None
 
     def configs(self, topic: str) -> dict[str, str]:
-        """Per-topic settings: the pools are compacted (latest pool per product survives);
+        """Per-topic settings: the pools and the stats are compacted (the latest per key survives);
         decisions and feedback carry the broker's log-append time, which no client can set,
         as the clock the learner's watermark is bounded by (see :mod:`bandit.join`)."""
-        if topic == self.variants:
+        if topic in (self.variants, self.stats):
             return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
         if topic in (self.decisions, self.feedback):
             return {"message.timestamp.type": "LogAppendTime"}

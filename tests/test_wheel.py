@@ -39,6 +39,8 @@ for name in packages:
 from generator.model import BOOTSTRAP_MODEL
 from service.commands.cmd_demo import DEFAULT_SCENARIO
 from streams.kafka_local import _default_deploy_dir
+from service.dashboard.page import template
+template()  # the dashboard's page is package data: raises when the wheel lacks it
 data = [BOOTSTRAP_MODEL / "config.json", DEFAULT_SCENARIO, _default_deploy_dir() / "pom.xml"]
 print(json.dumps({{"modules": files, "missing": [str(p) for p in data if not p.is_file()]}}))
 """

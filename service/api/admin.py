@@ -1,4 +1,5 @@
-"""Admin endpoints; each needs ``Authorization: Bearer <admin key>``.
+"""Admin endpoints; each needs ``Authorization: Bearer <admin key>`` (the admin key is also
+taken as a write key for product registration, see ``service.api.auth``).
 
 Fine-tuning runs as a job (``POST /v1/admin/finetune`` → 202, then poll
 ``GET /v1/admin/finetune/{job_id}``); ``POST /v1/admin/generator/rollback`` undoes the last
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 
+from service.api.auth import AUTH_ERRORS
 from service.api.bodies import (
     ErrorBody,
     FinetuneAccepted,
@@ -43,10 +45,7 @@ def require_admin(
 
 
 ADMIN = [Depends(require_admin)]
-ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody},
-    403: {"model": ErrorBody},
-}
+ADMIN_ERRORS = AUTH_ERRORS
 
 
 class RuntimeSink:

@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from service.api import admin, feedback, ops, products, rank
 from service.api.fast_rank import FastRank
 from service.api.handlers import BodyLimit, install_error_handlers
+from service.dashboard import routes as dashboard_routes
+from service.dashboard.stats_feed import LatestStats, StatsTopicFeed
 from service.ranker.jobs import GenerateFn
 from service.ranker.metrics import Metrics
 from service.ranker.record_sinks import RecordSink, kafka_record_sink
@@ -43,6 +45,7 @@ def create_app(
     a memory sink, the whole HTTP surface runs without a broker."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics()
+    loop_stats = LatestStats()  # the learner's loop-wide figures, for the dashboard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,10 +54,15 @@ def create_app(
             settings, out, seed=seed, generator=generator, metrics=metrics, feeds=feeds
         ).start()
         app.state.runtime = rt
+        stats_feed = StatsTopicFeed(settings.kafka_bootstrap, settings.topics, loop_stats)
+        if feeds:
+            stats_feed.start()
         try:
             yield
         finally:
+            stats_feed.stop()
             rt.close()
+            metrics.close()  # with several workers: this one's live gauges leave the sum
 
     app = FastAPI(
         title="copyloop",
@@ -62,11 +70,12 @@ def create_app(
         summary="Copy variants that learn: rank, feedback, products, admin.",
         lifespan=lifespan,
     )
+    app.state.loop_stats = loop_stats
     install_error_handlers(app, metrics)
     if fast_rank:
         app.add_middleware(FastRank)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # added last: the outermost
-    for module in (rank, feedback, products, admin, ops):
+    for module in (rank, feedback, products, admin, ops, dashboard_routes):
         app.include_router(module.router)
     return app
 

@@ -63,7 +63,13 @@ class RankRequest(_Body):
     context: dict[str, Any] = Field(
         default_factory=dict,
         max_length=MAX_KEYS,
-        description="request context (ts, hour, weekday, utc_offset, device, placement, ...)",
+        description="request context (ts, hour, weekday, utc_offset, device, placement, ...); "
+        "category and placement are hashed (or mapped onto a vocabulary) before they are stored",
+    )
+    explain: bool = Field(
+        default=False,
+        description="also answer why: the features that moved the chosen variant's score most "
+        "and every variant's probability (costs time; off by default)",
     )
 
     @field_validator("user", "context")
@@ -83,6 +89,33 @@ class RankResponse(_Body):
     text: str
     pscore: float
     policy_version: str
+    pool_version: int | None = Field(
+        default=None, description="the version of the product's pool the variant came from"
+    )
+    explain: RankExplanation | None = Field(
+        default=None, description="only when the request asked for it (`explain: true`)"
+    )
+
+
+class ScoreContribution(_Body):
+    namespace: str = Field(description="U shopper, C request context, A the variant's own term")
+    feature: str = Field(description="the shopper or context feature (bucketed, never an id)")
+    action: str = Field(description="the variant's feature it is crossed with (t=urgency, ...)")
+    weight: float = Field(description="its contribution to the chosen variant's score")
+
+
+class VariantProbability(_Body):
+    variant_id: str
+    probability: float
+
+
+class RankExplanation(_Body):
+    supported: bool = Field(description="false: the model keeps no named weights (VW)")
+    model: str
+    policy_version: str
+    contributions: list[ScoreContribution]
+    probabilities: list[VariantProbability]
+    note: str | None = None
 
 
 class FeedbackAccepted(_Body):

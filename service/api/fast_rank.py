@@ -20,8 +20,11 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit.errors import FeatureError
+from service.api.auth import keys_of, scope_header
 from service.api.bodies import RankRequest, RankResponse
+from service.api.rank import answer_json, explanation
 from service.errors import ServiceError
+from service.ranker.spool import SpoolFull
 
 PATH = "/v1/rank"
 
@@ -49,26 +52,43 @@ class FastRank:
         if runtime is None:  # not started (or an app without a runtime): FastAPI answers
             await self.app(scope, receive, send)
             return
+        headers = [(b"content-type", b"application/json")]
         try:
-            body = await _read(receive)
+            denied = self._check_key(scope, runtime)
+            body = b"" if denied is not None else await _read(receive)
         except HTTPException as exc:  # the body limit, while the body streamed in
             status, payload = _error(runtime.metrics, exc.status_code, str(exc.detail), "body")
         else:
-            status, payload = self._answer(runtime, body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
+            if denied is not None:
+                status, payload = _error(runtime.metrics, denied.status, str(denied), denied.field)
+                if denied.status == 401:
+                    headers.append((b"www-authenticate", b"Bearer"))
+            else:
+                status, payload = await self._answer(runtime, body)
+                if status == 503:  # the publisher refuses work for now (SpoolFull)
+                    headers.append((b"retry-after", str(SpoolFull.retry_after_s).encode()))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    def _answer(runtime: Any, body: bytes) -> tuple[int, bytes]:
+    def _check_key(scope: Scope, runtime: Any) -> ServiceError | None:
+        """The route's API-key check (``service.api.auth``) on the raw headers: the error to
+        answer, or None to go on."""
+        keys = keys_of(scope["app"].state, runtime.settings)
+        if not keys.api:
+            return None
+        headers = scope["headers"]
+        try:
+            keys.check_api(
+                scope_header(headers, b"authorization"), scope_header(headers, b"x-api-key")
+            )
+        except ServiceError as exc:
+            return exc
+        return None
+
+    @staticmethod
+    async def _answer(runtime: Any, body: bytes) -> tuple[int, bytes]:
         metrics = runtime.metrics
         started = time.perf_counter()
         try:
@@ -80,6 +100,8 @@ class FastRank:
                 request.context,
                 request.language,
             )
+            if ranked.durable is not None:  # COPYLOOP_DURABLE_ACK: on Kafka or on disk first
+                await runtime.durable(ranked.durable)
         except ValidationError as exc:
             detail, field = _validation(exc)
             return _error(metrics, 422, detail, field)
@@ -99,8 +121,10 @@ class FastRank:
             text=ranked.text,
             pscore=d.pscore,
             policy_version=d.policy_version,
+            pool_version=d.pool_version,
+            explain=explanation(runtime, d) if request.explain else None,
         )
-        return 200, answer.model_dump_json().encode("utf-8")
+        return 200, answer_json(answer).encode("utf-8")
 
 
 def _error(metrics: Any, status: int, detail: str, field: str | None) -> tuple[int, bytes]:

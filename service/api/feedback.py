@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends
 from pydantic import Field
 
+from service.api.auth import AUTH_ERRORS, require_api_key
 from service.api.bodies import ErrorBody, FeedbackAccepted
 from service.api.deps import runtime
 from service.ranker.runtime import Runtime
@@ -27,11 +28,18 @@ FeedbackBody = Annotated[
     "/feedback",
     status_code=202,
     response_model=FeedbackAccepted,
-    responses={422: {"model": ErrorBody}, 413: {"model": ErrorBody}},
+    responses={
+        422: {"model": ErrorBody},
+        413: {"model": ErrorBody},
+        **AUTH_ERRORS,
+    },
+    dependencies=[Depends(require_api_key)],
 )
 async def feedback(
     body: FeedbackBody, rt: Annotated[Runtime, Depends(runtime)]
 ) -> FeedbackAccepted:
     items = body if isinstance(body, list) else [body]
     # idempotency is downstream's: the learner and the counts drop a repeated feedback_id
-    return FeedbackAccepted(accepted=rt.accept_feedback(items))
+    accepted, ticket = rt.submit_feedback(items)
+    await rt.durable(ticket)  # with COPYLOOP_DURABLE_ACK: on Kafka or on disk before the 202
+    return FeedbackAccepted(accepted=accepted)

@@ -50,8 +50,11 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI, metrics: Metrics | None = None) -> None:
     async def service_error(request: Request, exc: Exception) -> JSONResponse:
         exc = cast(ServiceError, exc)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _answer(exc.status, str(exc), exc.field, metrics, headers)
+        # an error may carry its own headers (a 429's ``Retry-After``)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return _answer(exc.status, str(exc), exc.field, metrics, headers or None)
 
     async def feature_error(request: Request, exc: Exception) -> JSONResponse:
         exc = cast(FeatureError, exc)

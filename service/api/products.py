@@ -1,13 +1,18 @@
-"""Products: ``PUT /v1/products/{id}`` starts a generation job (202 ``{job_id}``),
-``GET /v1/products/{id}/variants`` shows the pool with per-variant counts, and
-``GET /v1/jobs/{job_id}`` reports a job's state."""
+"""Products: ``PUT /v1/products/{id}`` registers the product and starts a generation job
+(202 ``{job_id}``), ``GET /v1/products/{id}/variants`` shows the pool with per-variant counts,
+and ``GET /v1/jobs/{job_id}`` reports a job's state.
+
+The PUT needs the write key (or the admin key) and is rate-limited per key
+(``service.api.auth``): the registered record decides what prices and brand the guardrails let
+copy state, and each job costs seconds of CPU."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 
+from service.api.auth import AUTH_ERRORS, keys_of, require_write_key
 from service.api.bodies import ErrorBody, JobAccepted, JobView, PoolView, VariantView
 from service.api.deps import runtime
 from service.errors import BadRequest
@@ -32,12 +37,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"mo
     "/products/{product_id}",
     status_code=202,
     response_model=JobAccepted,
-    responses={**_ERRORS, 429: {"model": ErrorBody}},
+    responses={
+        **_ERRORS,
+        **AUTH_ERRORS,
+        429: {"model": ErrorBody, "description": "too many jobs: see `Retry-After`"},
+    },
 )
 async def put_product(
+    request: Request,
     product_id: ProductId,
     product: Product,
     rt: Annotated[Runtime, Depends(runtime)],
+    caller: Annotated[str, Depends(require_write_key)],
     channel: Annotated[
         list[Channel] | None, Query(max_length=len(CHANNELS), description="default: all")
     ] = None,
@@ -50,6 +61,7 @@ async def put_product(
             f"in the body ({product.product_id!r}) must match the path ({product_id!r})",
         )
     channels = list(dict.fromkeys(channel)) if channel else list(CHANNELS)
+    keys_of(request.app.state, rt.settings).take_job(caller)
     job = rt.jobs.submit(product, channels, n, seed)
     return JobAccepted(
         job_id=job.job_id, product_id=product_id, status_url=f"/v1/jobs/{job.job_id}"

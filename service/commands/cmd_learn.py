@@ -2,7 +2,11 @@
 → announce), with the model a named preset gives (``bandit.presets``; default the validated one).
 
 Stops cleanly on SIGTERM or Ctrl-C: it finishes the current batch, writes a checkpoint and
-exits. A SIGKILL loses nothing either: the next start resumes from the last checkpoint."""
+exits. A SIGKILL loses nothing either: the next start resumes from the last checkpoint. One
+learner per data dir: while one runs, another on the same ``COPYLOOP_DATA_DIR`` exits with status
+2 and says which process holds it (``bandit.learner.LearnerLocked``). With model shards
+(``COPYLOOP_LEARNER_SHARDS``) that is one learner per data dir and shard
+(``COPYLOOP_LEARNER_SHARD``): each shard learns only its own partitions (``streams.shards``)."""
 
 from __future__ import annotations
 
@@ -12,16 +16,20 @@ import signal
 import threading
 import time
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import typer
 from rich.console import Console
 
 from bandit.errors import BanditError, ConfigError
 from bandit.learner import Learner, LearnerConfig
+from bandit.loop_stats import STATS_FILE, LoopCounts, StatsPublisher
 from bandit.policy import PolicyConfig
 from bandit.presets import DEFAULT_PRESET, PRESETS, preset
 from bandit.promotion import PromotionConfig
 from bandit.reward import RewardConfig
+from service.observe import scrape
+from service.observe.learner_metrics import learner_registry
 from service.settings import Settings
 from streams.errors import StreamsError
 from streams.topics import TopicAdmin
@@ -88,6 +96,14 @@ def learn(
         help="hold back a snapshot clearly worse than the serving one on decisions it never "
         "learned (default: $COPYLOOP_PROMOTION_GATE, else on)",
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        min=0,
+        max=65535,
+        help="serve /metrics on this port (default: $COPYLOOP_LEARNER_METRICS_PORT, else "
+        "9464; 0: not at all)",
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="address /metrics listens on"),
 ) -> None:
     """Consume decisions and feedback, learn the bandit, checkpoint and announce snapshots."""
     settings = Settings()
@@ -119,17 +135,38 @@ def learn(
             promotion=PromotionConfig(
                 enabled=settings.promotion_gate if promotion_gate is None else promotion_gate
             ),
+            shard=settings.learner_shard,
+            shards=settings.learner_shards,
         )
         admin = TopicAdmin(settings.kafka_bootstrap)
         admin.ensure(settings.topics, partitions=settings.topic_partitions)
         admin.close()
         learner = Learner.connect(config, settings.kafka_bootstrap)
+        # the loop-wide figures every ranker's dashboard shows (copyloop.stats)
+        stats_path = config.checkpoint_path.with_name(STATS_FILE)
+        learner.observer = StatsPublisher(
+            LoopCounts.load(stats_path),
+            learner.sink,
+            settings.topics.stats,
+            stats_path,
+            every_s=min(5.0, settings.snapshot_every_s),
+        )
         learner.start()
     except (BanditError, StreamsError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
+    metrics_server = serve_learner_metrics(
+        learner,
+        settings.learner_metrics_port if metrics_port is None else metrics_port,
+        metrics_host,
+    )
+    shard = (
+        f" as shard {settings.learner_shard} of {settings.learner_shards}"
+        if settings.learner_shards > 1
+        else ""
+    )
     console.print(
-        f"learning from {settings.topics.decisions} + {settings.topics.feedback} "
+        f"learning from {settings.topics.decisions} + {settings.topics.feedback}{shard} "
         f"(resumed at {learner.stats.learned} learned events, model {learner.policy.version})"
     )
     deadline = time.monotonic() + max_seconds if max_seconds > 0 else None
@@ -152,10 +189,29 @@ def learn(
         except (BanditError, StreamsError) as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise typer.Exit(2) from exc
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
     console.print(
         f"stopped: {stats.learned} learned events, {stats.checkpoints} checkpoints, "
         f"{stats.announcements} announcements, {stats.held_back} snapshots held back"
     )
+
+
+def serve_learner_metrics(learner: Learner, port: int, host: str) -> WSGIServer | None:
+    """The learner's ``/metrics`` (``service.observe.learner_metrics``) on a daemon thread;
+    None when ``port`` is 0. A port already taken is reported and learning goes on without
+    it: the loop must not stop for its instruments."""
+    if port == 0:
+        return None
+    counts = learner.observer.counts if isinstance(learner.observer, StatsPublisher) else None
+    try:
+        server, _ = scrape.serve(port, learner_registry(learner, counts), host)
+    except OSError as exc:
+        console.print(f"[bold yellow]warning:[/] /metrics not served on {host}:{port}: {exc}")
+        return None
+    console.print(f"metrics on http://{host}:{port}/metrics")
+    return server
 
 
 def register(app: typer.Typer) -> None:

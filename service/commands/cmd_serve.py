@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -17,7 +18,8 @@ from rich.console import Console
 from bandit.errors import ConfigError
 from bandit.presets import DEFAULT_PRESET, PRESETS, preset
 from service.errors import ServiceError
-from service.ranker.keys import load_hash_key
+from service.observe import scrape
+from service.ranker.keys import hash_key_for
 from service.settings import Settings
 from streams.serde import describe
 
@@ -39,6 +41,11 @@ def serve(
         help=f"the bandit's settings until the learner's first snapshot, one of "
         f"{', '.join(PRESETS)} (default: $COPYLOOP_BANDIT_PRESET, else {DEFAULT_PRESET})",
     ),
+    metrics_dir: Path | None = typer.Option(  # noqa: B008 - typer reads its options from defaults
+        None,
+        help="with --workers > 1: where the workers keep their metrics for /metrics to sum, "
+        "emptied at start (default: $PROMETHEUS_MULTIPROC_DIR, else DATA_DIR/metrics/serve-PORT)",
+    ),
 ) -> None:
     """Serve the rank, feedback, products and admin API (CONTRACT.md §4)."""
     import uvicorn
@@ -51,7 +58,8 @@ def serve(
             # the workers build their settings from the environment
             os.environ["COPYLOOP_BANDIT_PRESET"] = preset_name
         settings = Settings()
-        load_hash_key(settings.hash_key, settings.data_dir)
+        hash_key_for(settings)
+        multiprocess_metrics(workers, metrics_dir, settings.data_dir / "metrics" / f"serve-{port}")
     except ValidationError as exc:
         console.print(f"[bold red]error:[/] settings: {describe(exc)}")
         raise typer.Exit(2) from exc
@@ -73,6 +81,18 @@ def serve(
         log_level=log_level,
         timeout_graceful_shutdown=15,
     )
+
+
+def multiprocess_metrics(workers: int, chosen: Path | None, default: Path) -> Path | None:
+    """Several workers: give this server run its own, empty multiprocess metrics folder (set
+    before uvicorn spawns the workers, which read it when they import prometheus-client), so
+    any worker's ``/metrics`` sums them all. One worker serves from this process, which
+    imported prometheus-client already: its own registry, unless the operator's environment
+    set multiprocess mode from the start."""
+    inherited = scrape.multiprocess_dir()
+    if workers == 1 and inherited is None:
+        return None
+    return scrape.prepare_multiprocess_dir(chosen or inherited or default)
 
 
 def serving_app() -> FastAPI:

@@ -45,6 +45,7 @@ class Child:
 
 
 def start_child(name: str, args: list[str], env: dict[str, str], logs: Path) -> Child:
+    """``copyloop ARGS`` as a child whose output goes to ``logs/NAME.log``."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     with open(log, "ab") as fh:
@@ -93,14 +94,18 @@ def publish_products(
     n: int,
     on_done: Callable[[], None],
     timeout_s: float = 600.0,
+    key: str | None = None,
 ) -> None:
-    """PUT every product (the service generates and publishes its pool) and wait for the jobs."""
+    """PUT every product (the service generates and publishes its pool) and wait for the jobs;
+    ``key`` (the admin key, which the service also takes as a write key) authorises the PUTs."""
     jobs = {}
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     for p in products:
         r = client.put(
             f"/v1/products/{p.product_id}",
             params={"channel": channel, "n": n},
             json=p.model_dump(mode="json"),
+            headers=headers,
         )
         if r.status_code != 202:
             raise DemoError(f"PUT {p.product_id}: {r.status_code} {r.text}")

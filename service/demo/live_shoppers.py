@@ -3,13 +3,15 @@ arrays. Each shopper is drawn from the scenario's segments (``Scenario.draw_user
 ``/v1/rank``, and clicks with the scenario's own click model (``Scenario.click_probability``)
 on the traits of the text shown, then reports through ``/v1/feedback``. Knowing every variant's
 click probability, the tally can set the bandit's CTR beside what a uniform choice and an
-oracle would have earned for the same shoppers."""
+oracle would have earned for the same shoppers. When a fine-tune round refreshes a pool, the
+rank answers carry its new ``pool_version`` and the shoppers read the new pool, so the uniform
+and oracle figures follow the copy actually on offer."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +19,15 @@ import httpx
 import numpy as np
 
 from generator.traits import detect_traits
+from service.finetune.trigger import RoundRecord
 from service.simulate.catalog import make_catalog
 from service.simulate.scenario import Scenario
 from streams.schemas import Product
 
 #: returning shoppers per segment
 POPULATION = 200
+#: longest verdict the live table shows (the gate's reason names every failed check)
+VERDICT_CHARS = 110
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class Tally:
     last: deque[tuple[float, float, float, float]] = field(default_factory=deque)
     policy_version: str = "-"
     errors: int = 0
+    #: pools the shoppers saw replaced (a fine-tune promotion or rollback) since the start
+    pool_swaps: int = 0
 
     def add(self, clicked: bool, shown_p: float, uniform_p: float, oracle_p: float) -> None:
         now = self.clock()
@@ -99,6 +106,7 @@ class Tally:
             "bandit ×oracle": f"{f.x_oracle:.3f}",
             "bandit ×uniform": f"{f.x_uniform:.3f}",
             "bandit CTR (clicked, all)": f"{self.clicks / max(self.decisions, 1):.4f}",
+            "pools swapped": str(self.pool_swaps),
         }
 
     def summary(self) -> str:
@@ -141,6 +149,9 @@ class LiveShoppers:
         self.rng = np.random.default_rng(seed)
         #: per product: the traits of each variant of its pool, for the uniform and oracle CTRs
         self.pools: dict[str, list[tuple[str, ...]]] = {}
+        #: per product: the pool version and the generator version of what ``pools`` holds
+        self.versions: dict[str, int] = {}
+        self.generator_version = "-"
 
     def traits(self, product: Product, text: str) -> tuple[str, ...]:
         """The traits a shopper reacts to in ``text`` (the simulator's world reads them alike)."""
@@ -152,6 +163,12 @@ class LiveShoppers:
 
     def learn_pool(self, product: Product, texts: list[str]) -> None:
         self.pools[product.product_id] = [self.traits(product, t) for t in texts]
+
+    def learn_view(self, product: Product, view: dict[str, Any]) -> None:
+        """Learn a pool as ``GET /v1/products/{id}/variants`` answers it."""
+        self.learn_pool(product, [v["text"] for v in view["variants"]])
+        self.versions[product.product_id] = int(view["pool_version"])
+        self.generator_version = str(view["generator_version"])
 
     def arrive(self) -> Arrival:
         weights = self.scenario.weights
@@ -180,6 +197,12 @@ def shop_once(client: httpx.Client, shoppers: LiveShoppers, tally: Tally) -> Non
         return
     answer = r.json()
     tally.policy_version = answer["policy_version"]
+    known = shoppers.versions.get(product.product_id)
+    if known is not None and answer.get("pool_version", known) != known:
+        swapped = client.get(f"/v1/products/{product.product_id}/variants")
+        if swapped.status_code == 200:
+            shoppers.learn_view(product, swapped.json())
+            tally.pool_swaps += 1
     shown = shoppers.traits(product, answer["text"])
     p = scenario.click_probability(visit.segment, shown)
     probs = [
@@ -201,3 +224,43 @@ def demo_products(scenario: Scenario) -> list[Product]:
     if isinstance(scenario.products, list):
         return scenario.products
     return make_catalog(scenario.products, scenario.language, scenario.seed)
+
+
+def finetune_rows(
+    rounds: Sequence[RoundRecord], every: int, generator_version: str
+) -> dict[str, str]:
+    """The live table's fine-tune rows: the last round's number, verdict and the generator
+    serving after it (before any round: the generator that wrote the pools)."""
+    if every < 1:
+        return {"fine-tune": "off"}
+    if not rounds:
+        return {
+            "fine-tune round": f"none yet (one every {every} joined rewards)",
+            "fine-tune verdict": "-",
+            "generator version": generator_version,
+        }
+    last = rounds[-1]
+    verdict = last.verdict
+    if len(verdict) > VERDICT_CHARS:
+        verdict = verdict[: VERDICT_CHARS - 1] + "…"
+    promoted = sum(r.status == "promoted" for r in rounds)
+    trained = f"{last.version}, {last.examples} examples" if last.version else "not trained"
+    return {
+        "fine-tune round": f"{last.round} ({trained}; {promoted} promoted so far)",
+        "fine-tune verdict": verdict,
+        "generator version": last.generator_version,
+    }
+
+
+def finetune_summary(rounds: Sequence[RoundRecord], every: int) -> str:
+    """The demo's last word on fine-tuning: how its rounds ended and which generator serves."""
+    if every < 1:
+        return "fine-tune: off"
+    if not rounds:
+        return f"fine-tune: no round yet (one every {every} joined rewards)"
+    counts = {s: sum(r.status == s for r in rounds) for s in ("promoted", "rejected", "skipped")}
+    return (
+        f"fine-tune: {len(rounds)} round(s), {counts['promoted']} promoted, "
+        f"{counts['rejected']} held back, {counts['skipped']} skipped; "
+        f"generator {rounds[-1].generator_version}"
+    )

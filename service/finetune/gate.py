@@ -150,7 +150,9 @@ def measure(
     for i, (product, channel) in enumerate(products):
         rng = random.Random(config.seed * 1_000_003 + i)  # noqa: S311 (seeded data, not secrets)
         want = math.ceil(config.pool_size * config.oversample)
-        plans = plan_candidates(product, channel, product.language, want, rng)
+        # asked as the pool refresh asks it (``generate``): with its share of free prompts
+        share = getattr(gen, "free_prompt_share", 0.0)
+        plans = plan_candidates(product, channel, product.language, want, rng, share)
         checker = Checker(product, channel, language=product.language)
         values = slot_values(product, product.language)
         cands = sample_candidates(gen, product, plans, checker, values, config.seed + i, sampling)

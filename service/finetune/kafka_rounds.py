@@ -5,7 +5,8 @@ admin endpoint of any worker and a running ``copyloop finetune`` never train two
 from the same parent at once.
 
 The service keeps no product catalog on a topic, so a round is given its products; each round
-stores them beside the registry and a round given none uses the last ones."""
+stores them beside the registry and a round given none uses the last ones. Each round's outcome
+is added to the rounds' history beside the registry (``service.finetune.trigger``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from service.finetune.refresh import latest_pools
 from service.finetune.registry import Registry
 from service.finetune.rollback import RolledBack, roll_back
 from service.finetune.sources import read_pools
+from service.finetune.trigger import LOCK, record_round
 from service.replay.replay_log import read_kafka
 from service.settings import Settings
 from streams.producer import EventSink
@@ -32,7 +34,6 @@ if TYPE_CHECKING:  # the round loads torch and TRL; a rollback needs neither
     from service.finetune.rounds import RoundConfig, RoundResult
 
 CATALOG = "catalog.json"
-LOCK = ".round.lock"
 _CATALOG = TypeAdapter(list[Product])
 
 
@@ -99,17 +100,31 @@ def live_round(
         chosen = catalog(registry, products)
         log = read_kafka(settings.kafka_bootstrap, settings.topics)
         pools = read_pools(settings.kafka_bootstrap, settings.topics)
-        return run_round(
+        base = base_model(settings)
+        result = run_round(
             log,
             pools,
             chosen,
             registry,
-            base_model(settings),
+            base,
             config,
             sink=sink,
             models_topic=settings.topics.models,
             variants_topic=settings.topics.variants,
         )
+        record_round(registry.root, result.to_dict(), serving_version(registry, base))
+        return result
+
+
+def serving_version(registry: Registry, base: Path) -> str:
+    """The ``model_version`` of the generator that serves now (the current version's, as its
+    promotion recorded it, else the base model's weights hashed)."""
+    current = registry.current()
+    if current is not None and isinstance(current.metadata.get("model_version"), str):
+        return str(current.metadata["model_version"])
+    from generator.model import model_version  # loads torch
+
+    return model_version(registry.model_path(base))
 
 
 def live_rollback(

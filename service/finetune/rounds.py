@@ -28,6 +28,7 @@ from service.finetune.refresh import (
 from service.finetune.registry import Registry
 from service.finetune.rollback import PARENT_MODEL_VERSION, announce, publish_pools
 from service.finetune.training_data import DataConfig, NotEnoughEvidence, build_training_data
+from service.observe.work_metrics import record_round
 from service.replay.replay_log import ReplayLog
 from streams.producer import EventSink
 from streams.schemas import Product, VariantPool
@@ -109,6 +110,7 @@ def run_round(
     if isinstance(data, NotEnoughEvidence):
         timings["total_s"] = time.perf_counter() - started
         log.info("fine-tune round skipped: %s", data.reason)
+        record_round("skipped")
         return RoundResult("skipped", data.reason, None, parent, {}, None, timings, data.stats)
     rows = data.dpo if config.train.method == "dpo" else data.kto
     examples = {
@@ -121,6 +123,7 @@ def run_round(
     if not rows:
         timings["total_s"] = time.perf_counter() - started
         reason = f"no {config.train.method} examples (no confident pair)"
+        record_round("skipped")
         return RoundResult("skipped", reason, None, parent, examples, None, timings, data.stats)
     name, folder = registry.new_version()
     try:
@@ -184,6 +187,7 @@ def run_round(
     else:
         registry.discard(name)
     log.info("fine-tune round %s: %s", name, verdict.reason)
+    record_round(status)
     return RoundResult(
         status,
         verdict.reason,

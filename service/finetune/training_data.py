@@ -146,14 +146,14 @@ def example(
     format the plan the text answers and the text in slot form (so the model keeps writing
     slots); otherwise the plain-words prompt and the text."""
     plan = plan_for(product, channel, variant.text, variant.traits)
-    # the prompt wishes for no style (``free``): trained on it, the model learns which copy to
-    # write when the choice is its own, and a fine-tuned model is asked that way for a share of
-    # its candidates (``CopyGenerator.free_prompt_share``); wishes keep their meaning
-    free = replace(plan, styles=())
+    # the prompt wishes for the styles the text carries, as the sampler's plans do: asked the
+    # same way the untrained model is, the tuned one learns which copy answers a wish well (a
+    # prompt with no wished style taught the bootstrap model little and cost it guardrail
+    # passes, see docs/experiments/2026-finetune-rounds.md)
     if prompt_format == "slots-v1":
         full = training_example(product, channel, variant.text, variant.traits)
-        return control_prompt(free), full[len(control_prompt(plan)) :]
-    return completion_prompt(product, free), f" {variant.text}"
+        return control_prompt(plan), full[len(control_prompt(plan)) :]
+    return completion_prompt(product, plan), f" {variant.text}"
 
 
 def pair_prompt(product: Product, channel: Channel, prompt_format: PromptFormat) -> str:

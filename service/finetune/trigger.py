@@ -4,26 +4,36 @@ The learner already counts what it learned from (joined decisions with their rew
 so in each bandit announcement on the models topic (``learned_events``), so the trigger follows
 that topic instead of joining the events a second time. The count at the last round is kept
 beside the registry, so a restart neither repeats a round nor waits a whole interval again. A
-learner that starts over (its count falls) starts the interval over too."""
+learner that starts over (its count falls) starts the interval over too.
+
+Every round, however it was started, also appends a line to ``rounds.jsonl`` beside the
+registry (:func:`record_round`): its number, outcome and the generator serving after it. A
+skipped round leaves no version in the registry, so this history is the one place where every
+round shows; the demo's live table reads it (:func:`round_history`)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from streams.consumer import EventConsumer
 from streams.deadletter import DeadLetterWriter
 from streams.producer import MemorySink
-from streams.schemas import ModelAnnouncement
+from streams.schemas import ModelAnnouncement, utc_now
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 STATE = "trigger.json"
+HISTORY = "rounds.jsonl"
+#: the file a round holds locked (``service.finetune.kafka_rounds.exclusive``) while it runs
+LOCK = ".round.lock"
 
 
 def learned_of(event: ModelAnnouncement) -> int | None:
@@ -74,6 +84,75 @@ class Trigger:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"learned_events": self.last}) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One finished round as the history keeps it."""
+
+    round: int  # 1, 2, ... in the order rounds finished under this registry
+    finished_at: str
+    status: str  # promoted, rejected (held back by the gate) or skipped (too little evidence)
+    reason: str
+    version: str | None  # the candidate's registry name (None when skipped)
+    generator_version: str  # the generator serving after the round
+    examples: int  # examples trained on (0 when skipped)
+
+    @property
+    def verdict(self) -> str:
+        """``promoted``, ``held back: why`` or ``skipped: why``, for a person to read."""
+        if self.status == "promoted":
+            return "promoted"
+        label = "held back" if self.status == "rejected" else self.status
+        return f"{label}: {self.reason}"
+
+
+def record_round(root: Path, result: dict[str, Any], generator_version: str) -> RoundRecord:
+    """Append a round's outcome (``RoundResult.to_dict()``) to the history under ``root`` (the
+    registry's folder); the caller holds the round lock, so numbers do not collide."""
+    root.mkdir(parents=True, exist_ok=True)
+    record = RoundRecord(
+        round=len(round_history(root)) + 1,
+        finished_at=utc_now().isoformat(),
+        status=str(result["status"]),
+        reason=str(result["reason"]),
+        version=result.get("version"),
+        generator_version=generator_version,
+        examples=int((result.get("examples") or {}).get("trained_on", 0)),
+    )
+    with open(root / HISTORY, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+    return record
+
+
+def round_history(root: Path) -> list[RoundRecord]:
+    """The rounds recorded under ``root``, oldest first; a line being written (or damaged) is
+    left out rather than failing a reader that polls while a round finishes."""
+    try:
+        lines = (root / HISTORY).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(RoundRecord(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return records
+
+
+def round_running(root: Path) -> bool:
+    """Whether a round holds the round lock under ``root`` now (any process)."""
+    path = root / LOCK
+    if not path.is_file():
+        return False
+    with open(path, "rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def follow(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bandit.errors import BanditError
@@ -107,11 +107,21 @@ class _Feed:
                     log.debug("%s: closing the consumer failed: %s", self.name, exc)
 
 
+#: where the announcement of an unsharded learner is kept in a sharded ranker
+_UNSHARDED = -1
+
+
 class StateFeed(_Feed):
     """Pools into the :class:`PoolCache`, bandit snapshots into the :class:`PolicyHolder`.
 
     At start it reads to the end of both topics before loading a snapshot, so only the latest
-    announced one is loaded; ``caught_up`` turns true then (it is what ``/readyz`` waits for)."""
+    announced one is loaded; ``caught_up`` turns true then (it is what ``/readyz`` waits for).
+
+    With model shards (``streams.shards``; ``shards`` holds one holder per shard, ``policy``
+    being shard 0's) each shard's holder loads the latest snapshot announced for that shard. A
+    shard with none yet serves the latest unsharded snapshot, if any (a deployment moving from
+    one learner to several keeps the model it had until each shard announces its own); an
+    announcement for another shard count is ignored and counted (``mismatched``)."""
 
     name = "state"
 
@@ -124,14 +134,19 @@ class StateFeed(_Feed):
         *,
         deadletter: DeadLetterWriter | None = None,
         on_generator: Callable[[ModelAnnouncement], None] | None = None,
+        shards: Sequence[PolicyHolder] = (),
     ) -> None:
         super().__init__(bootstrap, deadletter)
         self.topics = topics
         self.pools = pools
         self.policy = policy
+        #: one holder per model shard; the one ``policy`` without shards
+        self.holders: list[PolicyHolder] = list(shards) if len(shards) > 1 else [policy]
         self.on_generator = on_generator
         self.caught_up = False
-        self.latest_bandit: ModelAnnouncement | None = None
+        #: the latest bandit announcement per shard (``_UNSHARDED``: an unsharded learner's)
+        self.latest: dict[int, ModelAnnouncement] = {}
+        self.mismatched = 0
         self.load_errors = 0
         self._ends: dict[PartitionKey, int] | None = None
         self._empty_polls = 0
@@ -176,28 +191,62 @@ class StateFeed(_Feed):
             if self.on_generator is not None:
                 self.on_generator(event)
             return
-        latest = self.latest_bandit
+        slot = self._slot(event)
+        if slot is None:
+            return
+        latest = self.latest.get(slot)
         if latest is None or event.created_at >= latest.created_at:
-            self.latest_bandit = event
+            self.latest[slot] = event
         if self.caught_up:
             self.load_latest()
 
+    @property
+    def latest_bandit(self) -> ModelAnnouncement | None:
+        """The newest bandit announcement of any shard."""
+        return max(self.latest.values(), key=lambda a: a.created_at, default=None)
+
+    def _slot(self, event: ModelAnnouncement) -> int | None:
+        shards = len(self.holders)
+        if event.shard is not None and event.shards == shards:
+            return event.shard if shards > 1 else _UNSHARDED
+        if event.shards in (None, 1):
+            return _UNSHARDED
+        self.mismatched += 1
+        log.log(
+            logging.WARNING if self.mismatched == 1 else logging.DEBUG,
+            "ignoring snapshot %s of shard %s of %s: this ranker serves %d shard(s) "
+            "(COPYLOOP_LEARNER_SHARDS)",
+            event.version,
+            event.shard,
+            event.shards,
+            shards,
+        )
+        return None
+
     def load_latest(self, *, force: bool = False) -> bool:
-        """Swap to the latest announced snapshot (``force``: even when it is the one held)."""
-        latest = self.latest_bandit
+        """Swap each shard to its latest announced snapshot (``force``: even when it is the one
+        held); True when any was loaded."""
+        unsharded = self.latest.get(_UNSHARDED)
+        loaded = False
+        for shard, holder in enumerate(self.holders):
+            latest = self.latest.get(shard, unsharded) if len(self.holders) > 1 else unsharded
+            loaded |= self._load(holder, latest, force=force)
+        return loaded
+
+    def _load(self, holder: PolicyHolder, latest: ModelAnnouncement | None, *, force: bool) -> bool:
         if latest is None:
             return False
-        if force and latest.version == self.policy.version:
+        if force and latest.version == holder.version:
             # PolicyHolder.load skips the version it holds; a forced reload re-reads the file
             try:
-                self.policy.swap(load_snapshot(latest.uri))
+                holder.swap(load_snapshot(latest.uri))
             except BanditError as exc:
                 self.load_errors += 1
                 log.warning("reloading snapshot %s failed: %s", latest.uri, exc)
                 return False
             return True
         try:
-            return self.policy.load(latest)
+            return holder.load(latest)
         except BanditError as exc:
             self.load_errors += 1
             log.warning("loading snapshot %s (%s) failed: %s", latest.version, latest.uri, exc)

@@ -1,21 +1,34 @@
-"""Keys: the keyed hash of user ids and the admin bearer key.
+"""Keys: the keyed hash of user ids and free-text context, and the admin bearer key.
 
 The hash key comes from ``COPYLOOP_HASH_KEY`` or, when unset, from a random key created once
 under ``data_dir`` (mode 0600) and reused, so hashed ids stay stable across restarts and every
 worker of one deployment agrees. There is never a fixed default: a known key would let anyone
-who sees a decision log test guesses of user ids against it."""
+who sees a decision log test guesses of user ids against it. A key made under ``data_dir`` is
+one host's: in a deployment of several hosts each would hash one shopper differently, silently
+splitting what the bandit learns, so there a missing ``COPYLOOP_HASH_KEY`` stops the start
+unless ``COPYLOOP_ALLOW_LOCAL_HASH_KEY`` accepts it (:func:`hash_key_for`).
+
+The free-text fields of a request (``context.category``, ``context.placement``,
+``user.recent_categories``) could carry anything a caller puts there, a user id or a name
+included; :class:`ContextText` turns them into a keyed hash (the default) or a configured
+vocabulary before they are encoded, so no decision, checkpoint or snapshot holds them verbatim."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
+from bandit.features import hash_user
 from service.errors import Forbidden, ServiceError, Unauthorized
+from service.settings import Settings
 
 HASH_KEY_FILE = "hash.key"
 _KEY_BYTES = 32
@@ -70,3 +83,105 @@ def check_admin(authorization: str | None, admin_key: SecretStr | None) -> None:
     # compare_digest: the time taken does not reveal how many leading bytes matched
     if not hmac.compare_digest(token.strip().encode("utf-8"), expected):
         raise Forbidden("authorization", "the admin key is wrong")
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_multi_host(settings: Settings) -> bool:
+    """``COPYLOOP_MULTI_HOST`` when set; else whether the Kafka bootstrap names a host other
+    than loopback (a broker on another machine means rankers may run on several)."""
+    if settings.multi_host is not None:
+        return settings.multi_host
+    hosts = [a.strip().rpartition(":")[0] for a in settings.kafka_bootstrap.split(",")]
+    return not all(_loopback(h) for h in hosts if h)
+
+
+def hash_key_for(settings: Settings) -> bytes:
+    """The hash key of this deployment (see the module's docstring); raises naming
+    ``hash_key`` when a multi-host deployment has none configured."""
+    if settings.hash_key is None and is_multi_host(settings) and not settings.allow_local_hash_key:
+        raise ServiceError(
+            "hash_key",
+            "is required when several hosts serve one deployment (Kafka at "
+            f"{settings.kafka_bootstrap}): set COPYLOOP_HASH_KEY to the same secret on every "
+            "host, or COPYLOOP_ALLOW_LOCAL_HASH_KEY=true to use a key made on this host, or "
+            "COPYLOOP_MULTI_HOST=false for a single host",
+        )
+    return load_hash_key(settings.hash_key, settings.data_dir)
+
+
+#: the free-text fields of a request's context (``user.recent_categories`` is the list one)
+TEXT_FIELDS = ("category", "placement")
+#: the longest free-text value kept (the feature encoder's bound); longer ones it rejects
+MAX_TEXT = 64
+OTHER = "other"
+_SEEN_MAX = 65_536
+
+
+class ContextText:
+    """What the free-text fields become in a decision (``COPYLOOP_CONTEXT_TEXT``):
+
+    - ``hash`` (default): ``h`` and 16 hex digits of an HMAC-SHA256 of the value (stripped,
+      lower case) under the hash key, so equal values still make one feature and the bandit
+      learns as before, but the value itself is never stored;
+    - ``vocabulary``: the value when ``COPYLOOP_CONTEXT_VOCABULARY`` lists it, else ``other``.
+
+    Values that are not non-empty strings of at most :data:`MAX_TEXT` characters pass
+    through unchanged, for the feature encoder to reject naming the field."""
+
+    def __init__(self, mode: str, vocabulary: str, hash_key: bytes) -> None:
+        if mode not in ("hash", "vocabulary"):
+            raise ServiceError("context_text", f"must be hash or vocabulary, got {mode!r}")
+        words = {w.strip().lower() for w in vocabulary.split(",") if w.strip()}
+        if mode == "vocabulary" and not words:
+            raise ServiceError(
+                "context_vocabulary", "must list at least one value when context_text=vocabulary"
+            )
+        self.mode = mode
+        self.vocabulary = frozenset(words)
+        self._key = hash_key
+        self._seen: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, hash_key: bytes) -> ContextText:
+        return cls(settings.context_text, settings.context_vocabulary, hash_key)
+
+    def value(self, raw: Any) -> Any:
+        if type(raw) is not str:
+            return raw
+        found = self._seen.get(raw)
+        if found is not None:  # the common case: a handful of categories and placements
+            return found
+        text = raw.strip().lower()
+        if not text or len(raw) > MAX_TEXT:
+            return raw
+        if self.mode == "vocabulary":
+            token = text if text in self.vocabulary else OTHER
+        else:
+            token = "h" + hash_user(f"ctx:{text}", self._key)
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()  # bounded; refilled by what is common
+        self._seen[raw] = token
+        return token
+
+    def __call__(
+        self, user: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """``user`` and ``context`` with their free-text values replaced (copies only when
+        there is something to replace)."""
+        if any(context.get(name) is not None for name in TEXT_FIELDS):
+            context = dict(context)
+            for name in TEXT_FIELDS:
+                if context.get(name) is not None:
+                    context[name] = self.value(context[name])
+        if (cats := user.get("recent_categories")) is not None and type(cats) is list:
+            user = {**user, "recent_categories": [self.value(c) for c in cats]}
+        return user, context

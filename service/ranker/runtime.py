@@ -8,6 +8,7 @@ even when Kafka is down."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -28,11 +29,11 @@ from service.errors import BadRequest, ServiceError
 from service.ranker.counts import VariantStats
 from service.ranker.feeds import StateFeed, StatsFeed
 from service.ranker.jobs import GenerateFn, GenerationJobs, JobStore, model_generator
-from service.ranker.keys import load_hash_key
+from service.ranker.keys import ContextText, hash_key_for
 from service.ranker.metrics import Metrics, RuntimeFigures
 from service.ranker.pool_cache import PoolCache
 from service.ranker.record_sinks import RecordSink
-from service.ranker.spool import Deliver, Record, SpoolingPublisher
+from service.ranker.spool import Deliver, Record, SpoolFull, SpoolingPublisher, Ticket
 from service.settings import Settings
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
@@ -45,6 +46,7 @@ from streams.schemas import (
     ModelAnnouncement,
     VariantPool,
 )
+from streams.shards import Sharding
 from streams.topics import TopicAdmin
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,36 @@ def claim_spool_dir(base: Path) -> tuple[Path, IO[bytes]]:
     for k in range(_MAX_SPOOL_SLOTS):
         folder = base / f"slot-{k}"
         folder.mkdir(exist_ok=True)
-        fh = open(folder / ".lock", "ab")  # noqa: SIM115 - held for the process's lifetime
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            continue
-        return folder, fh
+        fh = _try_lock(folder)
+        if fh is not None:
+            return folder, fh
     raise ServiceError("data_dir", f"all {_MAX_SPOOL_SLOTS} spool slots under {base} are in use")
+
+
+def _try_lock(folder: Path) -> IO[bytes] | None:
+    """The slot's lock, held while the returned file is open; None when another process has
+    it."""
+    fh = open(folder / ".lock", "ab")  # noqa: SIM115 - held for as long as the caller needs
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def claim_orphan_slots(base: Path, own: Path) -> list[tuple[Path, IO[bytes]]]:
+    """Slots under ``base`` that hold spooled records and whose lock is free: spools of
+    workers that no longer run (a service restarted with fewer workers never reuses slot 3 of
+    4). The caller delivers them and closes each lock file, which frees the slot again."""
+    found = []
+    for folder in sorted(base.glob("slot-*")):
+        if folder == own or not any(f.stat().st_size for f in folder.glob("spool*.jsonl")):
+            continue
+        fh = _try_lock(folder)
+        if fh is not None:
+            found.append((folder, fh))
+    return found
 
 
 class _PublisherSink:
@@ -111,6 +135,8 @@ class Ranked:
     decision: Decision
     variant_id: str
     text: str
+    #: with ``durable_ack``: completes once the decision is on Kafka or on disk
+    durable: Ticket | None = None
 
 
 class Runtime:
@@ -142,16 +168,34 @@ class Runtime:
         self.stats = VariantStats()
         # the configured preset until the learner's first snapshot arrives
         initial = preset(settings.bandit_preset or DEFAULT_PRESET)
-        self.policy = PolicyHolder(Policy(initial, seed), seed=seed)
-        self.hash_key = load_hash_key(settings.hash_key, settings.data_dir)
+        # one policy per model shard (streams.shards): a product is ranked by the snapshot of
+        # the learner shard that owns it; ``policy`` is shard 0's, the only one without shards
+        self.sharding = Sharding(settings.learner_shards)
+        self.policies = [
+            PolicyHolder(Policy(initial, seed), seed=seed) for _ in range(self.sharding.shards)
+        ]
+        self.policy = self.policies[0]
+        #: partitions of the decisions topic, which sharded event ids are drawn for (the
+        #: broker's count once the topics are ensured)
+        self.partitions = settings.topic_partitions
+        self.hash_key = hash_key_for(settings)
+        # free-text context fields never reach a decision verbatim (service.ranker.keys)
+        self.context_text = ContextText.from_settings(settings, self.hash_key)
         self.sink = sink
         self.feeds = feeds
-        spool_dir, self._spool_lock = claim_spool_dir(settings.data_dir / "spool")
+        spool_base = settings.data_dir / "spool"
+        spool_dir, self._spool_lock = claim_spool_dir(spool_base)
+        self.durable_ack = settings.durable_ack
         self.publisher = SpoolingPublisher(
-            PacedDeliver(self.sink.deliver),
+            # with durable acks requests wait for their round, so rounds follow each other
+            # without a pause: each carries what came in during the one before (group commit;
+            # measured: p50 2.6 ms instead of 9 ms with 5 ms pauses, for more CPU per request)
+            PacedDeliver(self.sink.deliver, 0.0 if settings.durable_ack else 0.05),
             spool_dir,
             probe_every_s=0.5,
             round_timeout_s=self.sink.settle_timeout_s + 10.0,
+            max_spool_bytes=settings.spool_max_bytes,
+            orphans=lambda: claim_orphan_slots(spool_base, spool_dir),
         )
         deadletter = DeadLetterWriter(_PublisherSink(self.publisher), self.topics.deadletter)
         self._generator_uri: str | None = None
@@ -164,10 +208,15 @@ class Runtime:
             self.policy,
             deadletter=deadletter,
             on_generator=self._generator_announced,
+            shards=self.policies,
         )
         self.stats_feed = StatsFeed(settings.kafka_bootstrap, self.topics, self.stats)
         self.jobs = GenerationJobs(
-            JobStore(settings.data_dir / "jobs"),
+            JobStore(
+                settings.data_dir / "jobs",
+                keep=settings.jobs_keep,
+                max_age_s=settings.jobs_max_age_s,
+            ),
             self._generator,
             self.publish_pool,
             self.pools.version,
@@ -195,6 +244,8 @@ class Runtime:
         admin = TopicAdmin(self.settings.kafka_bootstrap, request_timeout_ms=3000)
         try:
             admin.ensure(self.topics, partitions=self.settings.topic_partitions)
+            if self.sharding.shards > 1:
+                self._read_partitions(admin)
         except StreamsError as exc:  # the feeds retry until the broker (and topics) appear
             log.warning("could not ensure topics (will keep trying to consume): %s", exc)
         finally:
@@ -202,6 +253,27 @@ class Runtime:
                 admin.close()
             except Exception as exc:
                 log.debug("closing the topic admin failed: %s", exc)
+
+    def _read_partitions(self, admin: TopicAdmin) -> None:
+        """Sharded event ids are drawn for the decisions topic's real partition count; the
+        feedback topic must have the same, or feedback lands on another shard than its
+        decision. A count that cannot give every shard a partition stops the service."""
+        decisions = admin.partitions(self.topics.decisions)
+        feedback = admin.partitions(self.topics.feedback)
+        try:
+            self.sharding.check_partitions(self.topics.decisions, decisions)
+        except StreamsError as exc:
+            raise ServiceError("learner_shards", str(exc)) from exc
+        if feedback != decisions:
+            log.error(
+                "`%s` has %d partitions and `%s` %d: feedback and its decision land on "
+                "different shards; give both topics the same count",
+                self.topics.decisions,
+                decisions,
+                self.topics.feedback,
+                feedback,
+            )
+        self.partitions = decisions
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.jobs.close()
@@ -219,8 +291,27 @@ class Runtime:
     @property
     def ready(self) -> bool:
         """Ready once the pools and the latest announced snapshot are loaded (at once without
-        feeds: there is nothing to catch up on)."""
-        return self.state.caught_up or not self.feeds
+        feeds: there is nothing to catch up on), and while the publisher accepts records."""
+        return self.not_ready_reason is None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if not (self.state.caught_up or not self.feeds):
+            return "catching up on pools and the latest snapshot"
+        return self.publisher.health()
+
+    async def durable(self, ticket: Ticket | None) -> None:
+        """Wait (without blocking the event loop) until ``ticket``'s records are acknowledged
+        by Kafka or on disk; :class:`SpoolFull` (503, ``Retry-After``) when that takes longer
+        than ``durable_ack_timeout_s``."""
+        if ticket is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(ticket), self.settings.durable_ack_timeout_s)
+        except TimeoutError as exc:
+            raise SpoolFull(
+                f"the records were not durable within {self.settings.durable_ack_timeout_s} s"
+            ) from exc
 
     def figures(self) -> RuntimeFigures:
         s = self.publisher.stats
@@ -246,9 +337,12 @@ class Runtime:
         context: Mapping[str, Any],
         language: Language | None = None,
     ) -> Ranked:
-        """Choose a variant, hand the decision to the publisher and return at once."""
+        """Choose a variant, hand the decision to the publisher and return at once (with
+        ``durable_ack``, with a ticket to await before answering)."""
+        self.publisher.check_accepting()
         indexed = self.pools.get(product_id)
         actions = self.pools.actions(product_id, channel, language)
+        user, context = self.context_text(user, context)
         try:
             encoded = encode_context(user, {**context, "channel": channel}, hash_key=self.hash_key)
         except FeatureError:
@@ -256,26 +350,51 @@ class Runtime:
         except (ValueError, OverflowError, TypeError) as exc:
             # e.g. a time so far out that no calendar arithmetic works on it
             raise BadRequest("context", f"could not be encoded: {exc}") from exc
+        if self.sharding.shards == 1:
+            holder = self.policy
+            event_id = uuid.UUID(int=self._ids.getrandbits(128), version=4)
+        else:
+            # the id places the decision (and its feedback) on the owning shard's partitions
+            shard = self.sharding.of_product(product_id)
+            holder = self.policies[shard]
+            event_id = self.sharding.event_id(shard, self.partitions, self._draw_id)
         # the holder's current policy, read once; Policy.choose takes the prepared ActionSet
-        decision = self.policy.policy.choose(
+        decision = holder.policy.choose(
             encoded,
             actions,
-            event_id=uuid.UUID(int=self._ids.getrandbits(128), version=4),
+            event_id=event_id,
             product_id=product_id,
             channel=channel,
             pool_version=indexed.pool.pool_version,
         )
-        self.publisher.publish(self.topics.decisions, str(decision.event_id), decision)
+        ticket = self.publisher.publish(
+            self.topics.decisions, str(decision.event_id), decision, durable=self.durable_ack
+        )
         self.decisions_published += 1
+        self.metrics.decided(decision)
         chosen = decision.actions[decision.action]
-        return Ranked(decision, chosen, indexed.variants[chosen].text)
+        return Ranked(decision, chosen, indexed.variants[chosen].text, ticket)
+
+    def _draw_id(self) -> uuid.UUID:
+        return uuid.UUID(int=self._ids.getrandbits(128), version=4)
+
+    def policy_for(self, product_id: str) -> PolicyHolder:
+        """The policy that ranks ``product_id``: its shard's (the one policy without shards)."""
+        return self.policies[self.sharding.of_product(product_id)]
 
     # -- feedback and pools ---------------------------------------------------------------
     def accept_feedback(self, items: list[Feedback]) -> int:
-        for fb in items:
-            self.publisher.publish(self.topics.feedback, str(fb.event_id), fb)
-        self.metrics.feedback_accepted.inc(len(items))
-        return len(items)
+        return self.submit_feedback(items)[0]
+
+    def submit_feedback(self, items: list[Feedback]) -> tuple[int, Ticket | None]:
+        """Publish ``items``; their count and, with ``durable_ack``, the ticket to await."""
+        self.publisher.check_accepting()
+        ticket = self.publisher.publish_many(
+            [(self.topics.feedback, str(fb.event_id), fb) for fb in items],
+            durable=self.durable_ack,
+        )
+        self.metrics.accepted(items)
+        return len(items), ticket
 
     def publish_pool(self, pool: VariantPool) -> None:
         self.publisher.publish(self.topics.variants, pool.product_id, pool)
@@ -301,8 +420,14 @@ class Runtime:
         loaded = self.state.load_latest(force=True)
         if not self._fixed_generator:
             self._generator_fn = None
+        shards = (
+            {"policy_versions": [h.version for h in self.policies]}
+            if len(self.policies) > 1
+            else {}
+        )
         return {
             "policy_version": self.policy.version,
+            **shards,
             "policy_reloaded": loaded,
             "pools": len(self.pools),
             "pid": os.getpid(),

@@ -1,129 +1,58 @@
 """Publishing off the request path, and a local spool for when Kafka is unreachable.
 
-A handler calls :meth:`SpoolingPublisher.publish`, which only enqueues. One delivery thread
-sends batches; what the broker does not acknowledge is appended to an on-disk spool (JSON
-lines), and from then on newer records go behind it, so order is kept. While the spool holds
-records the thread probes the broker and delivers them, oldest first. Each record's outcome is
-known before it is spooled (the sink's ``deliver`` waits out a bounded delivery timeout), and
-the spool's cursor records exactly which lines were delivered, also out of line, so a record is
+A handler calls :meth:`SpoolingPublisher.publish`, which only enqueues: no disk and no network
+on the request's thread (the event loop). One delivery thread sends batches; what the broker
+does not acknowledge is appended to an on-disk spool (:mod:`service.ranker.disk_spool`), and
+from then on newer records go behind it, so order is kept. While the spool holds records the
+thread probes the broker and delivers them, oldest first. Each record's outcome is known
+before it is spooled (the sink's ``deliver`` waits out a bounded delivery timeout), and the
+spool's cursor records exactly which lines were delivered, also out of line, so a record is
 delivered once — across a broker outage and across a restart of this process.
+
+What may be lost is bounded and visible: records only in memory (the queue) die with the
+process. ``durable=True`` on a publish returns a future that completes once the record is
+acknowledged by Kafka or fsynced into the spool (one Kafka round or one fsync serves every
+record taken in that round: group commit), so a caller that waits for it never acknowledges
+what a crash could lose. When the spool cannot take more (its cap, a full disk) the records
+stay in memory and :meth:`SpoolingPublisher.check_accepting` refuses new work until it drains.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
-import json
+import concurrent.futures
+import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from service.errors import SpoolError
+from service.ranker.disk_spool import DiskSpool, Record, SpoolFull
 from streams.errors import StreamsError
 from streams.schemas import Event
 from streams.serde import encode
 
 log = logging.getLogger(__name__)
 
-Record = tuple[str, bytes | None, bytes]
+__all__ = ["Deliver", "DiskSpool", "Record", "SpoolFull", "SpoolingPublisher", "Ticket"]
+
 Deliver = Callable[[list[Record]], list[BaseException | None]]
+#: completes when the records of one publish are durable (Kafka's ack or the spool's fsync)
+Ticket = concurrent.futures.Future[None]
+#: a record and, on the last record of a durable publish, its ticket
+Entry = tuple[Record, "Ticket | None"]
+#: spool folders of workers that no longer run, each with the lock held on it
+OrphanFinder = Callable[[], list[tuple[Path, IO[bytes]]]]
 
 
-class DiskSpool:
-    """Append-only JSON-lines file plus a cursor: ``next`` (every line before it is delivered)
-    and ``ahead`` (lines after it delivered out of line)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self._data = folder / "spool.jsonl"
-        self._cursor = folder / "cursor.json"
-        self._offsets: list[int] = []  # byte offset of each line
-        self.next = 0
-        self.ahead: set[int] = set()
-        self._load()
-        self._fh = open(self._data, "ab")  # noqa: SIM115 - held for the spool's lifetime
-
-    def _load(self) -> None:
-        if self._data.exists():
-            raw = self._data.read_bytes()
-            pos = 0
-            for line in raw.splitlines(keepends=True):
-                if not line.endswith(b"\n"):  # a torn write at a crash: drop it
-                    with open(self._data, "r+b") as fh:
-                        fh.truncate(pos)
-                    break
-                self._offsets.append(pos)
-                pos += len(line)
-        if self._cursor.exists():
-            try:
-                cur = json.loads(self._cursor.read_text())
-                self.next, self.ahead = int(cur["next"]), {int(i) for i in cur["ahead"]}
-            except (ValueError, KeyError, TypeError) as exc:
-                raise SpoolError(f"corrupt spool cursor {self._cursor}: {exc}") from exc
-
-    def __len__(self) -> int:
-        return len(self._offsets)
-
-    @property
-    def pending(self) -> int:
-        return len(self._offsets) - self.next - len(self.ahead)
-
-    def append(self, records: list[Record]) -> None:
-        pos = self._fh.tell()
-        chunks = []
-        for topic, key, value in records:
-            line = json.dumps(
-                {
-                    "t": topic,
-                    "k": None if key is None else base64.b64encode(key).decode(),
-                    "v": value.decode("utf-8"),
-                },
-                ensure_ascii=False,
-            ).encode("utf-8")
-            chunks.append(line + b"\n")
-            self._offsets.append(pos)
-            pos += len(chunks[-1])
-        self._fh.write(b"".join(chunks))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def read(self, limit: int) -> list[tuple[int, Record]]:
-        """Up to ``limit`` undelivered records, oldest first, with their line numbers."""
-        out: list[tuple[int, Record]] = []
-        with open(self._data, "rb") as fh:
-            for index in range(self.next, len(self._offsets)):
-                if index in self.ahead:
-                    continue
-                fh.seek(self._offsets[index])
-                item = json.loads(fh.readline())
-                key = None if item["k"] is None else base64.b64decode(item["k"])
-                out.append((index, (item["t"], key, item["v"].encode("utf-8"))))
-                if len(out) >= limit:
-                    break
-        return out
-
-    def mark_delivered(self, indices: list[int]) -> None:
-        self.ahead.update(indices)
-        while self.next in self.ahead:
-            self.ahead.discard(self.next)
-            self.next += 1
-        if self.next == len(self._offsets):  # all delivered: start a fresh file
-            self._fh.truncate(0)
-            self._fh.seek(0)
-            self._offsets.clear()
-            self.next = 0
-            self.ahead.clear()
-        tmp = self._cursor.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"next": self.next, "ahead": sorted(self.ahead)}))
-        os.replace(tmp, self._cursor)
-
-    def close(self) -> None:
-        self._fh.close()
+def _resolve(entries: list[Entry]) -> None:
+    for _, ticket in entries:
+        if ticket is not None:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # given up on
+                ticket.set_result(None)
 
 
 @dataclass
@@ -132,6 +61,18 @@ class PublisherStats:
     delivered: int = 0
     spooled: int = 0
     dropped: int = 0
+
+
+class _Orphan:
+    """A dead worker's spool, held (by its lock) until this publisher has delivered it."""
+
+    def __init__(self, folder: Path, lock: IO[bytes]) -> None:
+        self.spool = DiskSpool(folder)
+        self.lock = lock
+
+    def close(self) -> None:
+        self.spool.close()
+        self.lock.close()
 
 
 class SpoolingPublisher:
@@ -144,16 +85,23 @@ class SpoolingPublisher:
         probe_every_s: float = 1.0,
         max_queue: int = 200_000,
         round_timeout_s: float = 120.0,
+        max_spool_bytes: int | None = None,
+        orphans: OrphanFinder | None = None,
+        orphan_scan_every_s: float = 30.0,
     ) -> None:
         if batch_max < 1:
             raise ValueError(f"`batch_max` must be >= 1, got {batch_max}")
         self._deliver = deliver
-        self.spool = DiskSpool(spool_dir)
+        self.spool = DiskSpool(spool_dir, max_bytes=max_spool_bytes)
         self._batch_max = batch_max
         self._probe_every_s = probe_every_s
         self._max_queue = max_queue
         self._round_timeout_s = round_timeout_s
-        self._queue: collections.deque[Record] = collections.deque()
+        self._find_orphans = orphans
+        self._orphan_scan_every_s = orphan_scan_every_s
+        self._orphans: list[_Orphan] = []
+        # one lock (this condition's) guards the queue, the in-flight count and the state below
+        self._queue: collections.deque[Entry] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._spill = False  # closing and out of time: take no more batches, queue goes to disk
@@ -161,26 +109,61 @@ class SpoolingPublisher:
         self.stats = PublisherStats()
         self.broker_ok = True
         self._inflight = 0  # records handed to ``deliver`` whose outcome is not known yet
+        self._taken: list[Entry] = []  # the round's records (requeued if the thread dies)
+        #: why records are held in memory (the spool refused them); None when none are
+        self.blocked: str | None = None
+        #: why the delivery thread stopped; None while it runs
+        self.failure: str | None = None
 
     # -- request side ---------------------------------------------------------------------
-    def publish(self, topic: str, key: str | None, event: Event) -> None:
-        record = (topic, key.encode("utf-8") if key is not None else None, encode(event))
+    def publish(
+        self, topic: str, key: str | None, event: Event, *, durable: bool = False
+    ) -> Ticket | None:
+        return self.publish_many([(topic, key, event)], durable=durable)
+
+    def publish_many(
+        self, items: list[tuple[str, str | None, Event]], *, durable: bool = False
+    ) -> Ticket | None:
+        """Enqueue ``items`` in order (never blocks on disk or network). With ``durable`` the
+        returned ticket completes once all of them are acknowledged by Kafka or on disk."""
+        if not items:
+            return None
+        records = [
+            (t, k.encode("utf-8") if k is not None else None, encode(e)) for t, k, e in items
+        ]
+        ticket: Ticket | None = concurrent.futures.Future() if durable else None
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the publisher is closed")
-            if len(self._queue) >= self._max_queue:
-                # the delivery thread cannot keep up even with the spool: spool here, in order
-                self.spool.append([*self._queue, record])
-                self.stats.spooled += len(self._queue) + 1
-                self._queue.clear()
-            else:
-                self._queue.append(record)
-            self.stats.published += 1
+            self._queue.extend((r, None) for r in records[:-1])
+            self._queue.append((records[-1], ticket))
+            self.stats.published += len(records)
             self._cond.notify()
+        return ticket
+
+    def health(self) -> str | None:
+        """Why new work should be refused now (None: accept): a stopped delivery thread, a
+        spool that cannot take the records waiting in memory, or a full queue."""
+        if self.failure is not None:
+            return f"the publisher's delivery thread stopped: {self.failure}"
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            return "the publisher's delivery thread is not running"
+        if self.blocked is not None:
+            return self.blocked
+        if len(self._queue) >= self._max_queue:
+            return f"the publisher's queue is full ({self._max_queue} records)"
+        return None
+
+    def check_accepting(self) -> None:
+        """Raise :class:`SpoolFull` (503, ``Retry-After``) when :meth:`health` says so."""
+        reason = self.health()
+        if reason is not None:
+            raise SpoolFull(reason)
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + self._inflight + self.spool.pending
+        orphaned = sum(o.spool.pending for o in list(self._orphans))
+        return len(self._queue) + self._inflight + self.spool.pending + orphaned
 
     # -- delivery thread ------------------------------------------------------------------
     def start(self) -> SpoolingPublisher:
@@ -188,15 +171,17 @@ class SpoolingPublisher:
         self._thread.start()
         return self
 
-    def _take(self) -> list[Record]:
+    def _take(self) -> list[Entry]:
         with self._cond:
             if not self._queue and not self._stopping:
                 self._cond.wait(timeout=0.05 if self.spool.pending else 0.2)
             if self._spill:
                 return []
-            n = min(len(self._queue), self._batch_max)
-            self._inflight = n  # counted as pending until delivered or spooled
-            return [self._queue.popleft() for _ in range(n)]
+            # behind a spool everything waiting goes to disk in one write (one fsync)
+            n = len(self._queue) if self.spool.pending else min(len(self._queue), self._batch_max)
+            self._inflight = n  # counted as pending until delivered, spooled or held
+            self._taken = [self._queue.popleft() for _ in range(n)]
+            return self._taken
 
     def _try(self, records: list[Record]) -> list[BaseException | None]:
         try:
@@ -205,48 +190,119 @@ class SpoolingPublisher:
             return [exc] * len(records)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # reported by health() and /readyz, never silent
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("the publisher's delivery thread stopped")
+            with self._cond:  # the round's records go back, so close() spools them
+                self._queue.extendleft(reversed(self._taken))
+                self._taken, self._inflight = [], 0
+
+    def _loop(self) -> None:
         last_probe = 0.0
+        last_scan = -self._orphan_scan_every_s
         while True:
             batch = self._take()
+            held: list[Entry] = []
+            now = time.monotonic()
             if self.spool.pending:
-                if batch:
-                    self.spool.append(batch)
-                    self.stats.spooled += len(batch)
-                self._inflight = 0
-                now = time.monotonic()
+                held = self._to_spool(batch)
                 if self._stopping:
                     pass  # closing: no more probes; the spool is delivered at the next start
                 elif now - last_probe >= self._probe_every_s or self.broker_ok:
                     last_probe = now
-                    self._drain_spool()
+                    self._drain(self.spool)
             elif batch:
-                outcomes = self._try(batch)
-                failed = [r for r, o in zip(batch, outcomes, strict=True) if o is not None]
-                self.stats.delivered += len(batch) - len(failed)
-                if failed:
-                    self.broker_ok = False
-                    last_probe = time.monotonic()
-                    self.spool.append(failed)
-                    self.stats.spooled += len(failed)
-                self._inflight = 0
+                outcomes = self._try([r for r, _ in batch])
+                failed_at = [i for i, o in enumerate(outcomes) if o is not None]
+                self.stats.delivered += len(batch) - len(failed_at)
+                stop = len(batch)
+                self.broker_ok = not failed_at
+                if failed_at:
+                    last_probe = now
+                    held = self._to_spool([batch[i] for i in failed_at])
+                    if held:
+                        stop = failed_at[len(failed_at) - len(held)]
+                # tickets of delivered records up to the first one held in memory (one behind
+                # it is not durable yet and never resolved: its caller times out and may
+                # retry; downstream drops repeats); the spooled ones were resolved by _to_spool
+                _resolve([batch[i] for i in range(stop) if outcomes[i] is None])
+            elif not self._stopping and (self.broker_ok or now - last_probe >= self._probe_every_s):
+                last_probe = now
+                if self._find_orphans is not None and now - last_scan >= self._orphan_scan_every_s:
+                    last_scan = now
+                    self._adopt_orphans(self._find_orphans)
+                self._drain_orphan()
+            self._settle(held)
             with self._cond:
                 if self._stopping and (self._spill or not self._queue):
                     return
+                if held:
+                    self._cond.wait(timeout=self._probe_every_s)  # let the disk or broker recover
 
-    def _drain_spool(self) -> None:
-        chunk = self.spool.read(self._batch_max)
+    def _to_spool(self, entries: list[Entry]) -> list[Entry]:
+        """Append ``entries`` to the spool; resolve the tickets of those written; return the
+        rest (the spool is at its cap or the disk refused the write)."""
+        if not entries:
+            return []
+        written = self.spool.append([r for r, _ in entries])
+        self.stats.spooled += written
+        _resolve(entries[:written])
+        return entries[written:]
+
+    def _settle(self, held: list[Entry]) -> None:
+        """End a round: held records go back to the front of the queue, in order."""
+        with self._cond:
+            self._queue.extendleft(reversed(held))
+            self._taken, self._inflight = [], 0
+            self.blocked = (self.spool.problem or "the spool refused records") if held else None
+
+    def _drain(self, spool: DiskSpool) -> None:
+        chunk = spool.read(self._batch_max)
         if not chunk:
             return
         outcomes = self._try([r for _, r in chunk])
         done = [i for (i, _), o in zip(chunk, outcomes, strict=True) if o is None]
-        self.spool.mark_delivered(done)
+        try:
+            spool.mark_delivered(done)
+        except OSError as exc:  # delivered, but the cursor is not saved: a restart repeats them
+            log.error("could not record %d delivered spool line(s): %s", len(done), exc)
         self.stats.delivered += len(done)
         self.broker_ok = len(done) == len(chunk)
 
+    def _adopt_orphans(self, find: OrphanFinder) -> None:
+        for folder, lock in find():
+            try:
+                orphan = _Orphan(folder, lock)
+            except Exception as exc:  # an unreadable orphan must not stop this worker's own
+                log.error("cannot adopt the orphaned spool %s: %s", folder, exc)
+                lock.close()
+                continue
+            if orphan.spool.pending:
+                log.info(
+                    "delivering %d record(s) spooled by a worker that is gone (%s)",
+                    orphan.spool.pending,
+                    folder,
+                )
+                self._orphans.append(orphan)
+            else:
+                orphan.close()
+
+    def _drain_orphan(self) -> None:
+        if not self._orphans:
+            return
+        orphan = self._orphans[0]
+        self._drain(orphan.spool)
+        if not orphan.spool.pending:
+            self._orphans.pop(0)
+            orphan.close()  # releases the slot for a new worker
+
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until nothing is pending (True) or the timeout passes (False)."""
+        """Wait until nothing is pending (True), the timeout passes or the delivery thread has
+        stopped (False)."""
         deadline = time.monotonic() + timeout_s
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline and self.failure is None:
             time.sleep(0.05)
         return self.pending == 0
 
@@ -275,7 +331,13 @@ class SpoolingPublisher:
                 return
         with self._cond:
             if self._queue:  # the thread did not finish in time: keep the rest on disk
-                self.spool.append(list(self._queue))
-                self.stats.spooled += len(self._queue)
+                rest = list(self._queue)
                 self._queue.clear()
+                held = self._to_spool(rest)
+                if held:
+                    self.stats.dropped += len(held)
+                    log.error("%d record(s) lost at close: %s", len(held), self.spool.problem)
         self.spool.close()
+        for orphan in self._orphans:
+            orphan.close()
+        self._orphans.clear()

@@ -15,7 +15,15 @@ from streams.topics import Topics
 E = TypeVar("E", bound=Event)
 
 
-def publish(bootstrap: str, topics: Topics, events: list[Event], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
+def publish(
+    bootstrap: str,
+    topics: Topics,
+    events: list[Event],
+    raw: list[bytes] = (),  # type: ignore[assignment]
+    raw_topic: str | None = None,
+) -> None:
+    """``events`` each on its topic, keyed by event id; then ``raw`` values as they are, on
+    ``raw_topic`` (default the feedback topic)."""
     sink = KafkaEventSink(bootstrap)
     for e in events:
         if isinstance(e, Decision):
@@ -23,7 +31,7 @@ def publish(bootstrap: str, topics: Topics, events: list[Event], raw: list[bytes
         elif isinstance(e, Feedback):
             sink.add(topics.feedback, str(e.event_id), e)
     for value in raw:
-        sink.add_raw(topics.feedback, b"bad-key", value)
+        sink.add_raw(raw_topic or topics.feedback, b"bad-key", value)
     sink.flush(30)
     sink.close()
 

@@ -3,6 +3,7 @@ broker), reading a topic back."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from service.ranker.record_sinks import MemoryRecordSink
 from service.ranker.runtime import Runtime
 from service.settings import Settings
 from streams.consumer import EventConsumer
-from streams.schemas import Channel, Event, Variant, VariantPool
+from streams.schemas import Channel, Event, Product, Variant, VariantPool
 from streams.topics import TopicAdmin, Topics
 
 #: a product as a client PUTs it
@@ -128,3 +129,37 @@ def memory_app(
         for pool in pools:
             runtime.publish_pool(pool)
         yield client, sink, runtime
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class StubGenerator:
+    """Writes a two-variant pool and remembers the product record each call was given;
+    ``gate`` (when set) holds each call until it is set."""
+
+    def __init__(self) -> None:
+        self.seen: list[Product] = []
+        self.gate: threading.Event | None = None
+
+    def __call__(self, product: Product, channel: Channel, n: int, seed: int) -> VariantPool:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.seen.append(product)
+        variants = [
+            Variant(
+                variant_id=f"v{i}",
+                text=f"暖织围巾 款{i}",
+                language="zh",
+                channel=channel,
+                traits=[],
+            )
+            for i in range(2)
+        ]
+        return VariantPool(
+            product_id=product.product_id,
+            pool_version=1,
+            generator_version="stub",
+            variants=variants,
+        )

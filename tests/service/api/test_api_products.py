@@ -27,6 +27,9 @@ from tests.service.api.api_helpers import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
+WRITE_KEY = "products-write-key"
+WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -58,7 +61,9 @@ def env(
 ) -> Iterator[dict]:
     topics = new_topics(kafka_bootstrap)
     data = tmp_path_factory.mktemp("products")
-    settings = settings_for(kafka_bootstrap, topics, data, generator_model=model_dir)
+    settings = settings_for(
+        kafka_bootstrap, topics, data, generator_model=model_dir, write_key=WRITE_KEY
+    )
     with TestClient(create_app(settings, seed=5)) as client:
         wait_ready(client)
         yield {"client": client, "topics": topics}
@@ -80,6 +85,7 @@ def test_put_product_generates_publishes_and_serves_the_pool(env, kafka_bootstra
         "/v1/products/scarf-9",
         params={"channel": ["ad_headline", "push"], "n": 4, "seed": 3},
         json=PRODUCT,
+        headers=WRITE,
     )
     assert r.status_code == 202, r.text
     job = _finish(client, r.json()["job_id"])
@@ -109,6 +115,8 @@ def test_put_product_generates_publishes_and_serves_the_pool(env, kafka_bootstra
     assert ranked.status_code == 200
     assert ranked.json()["variant_id"] in {v["variant_id"] for v in view["variants"]}
 
-    again = client.put("/v1/products/scarf-9", params={"channel": "push", "n": 2}, json=PRODUCT)
+    again = client.put(
+        "/v1/products/scarf-9", params={"channel": "push", "n": 2}, json=PRODUCT, headers=WRITE
+    )
     job2 = _finish(client, again.json()["job_id"])
     assert job2["state"] == "succeeded" and job2["pool_version"] == 2

@@ -1,5 +1,6 @@
-"""`copyloop demo` end to end on a small scenario: learner and service start, the generator's
-pools are published through the API, shoppers rank and click, children stop afterwards."""
+"""`copyloop demo` end to end on a small scenario: learner, service and fine-tune worker start,
+the generator's pools are published through the API, shoppers rank and click, the live table
+carries the fine-tune rows, children stop afterwards."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.ports import free_port
-from tests.service.demo.test_live_shoppers import SUMMARY
+from tests.service.demo.test_live_shoppers import ROUND_ROW, SUMMARY, VERDICT_ROW
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -75,8 +76,23 @@ def test_demo_runs_the_loop(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert "2 pools published" in out.stdout
     summary = [line for line in out.stdout.splitlines() if line.startswith("summary:")]
     assert len(summary) == 1 and re.fullmatch(SUMMARY, summary[0].strip()), out.stdout[-2000:]
+    # the fine-tune rows (a 12-second demo rarely reaches a round: their format is the point)
+    assert re.fullmatch(ROUND_ROW, _row("fine-tune round", out.stdout)), out.stdout[-2000:]
+    assert re.fullmatch(VERDICT_ROW, _row("fine-tune verdict", out.stdout))
+    assert re.fullmatch(r"\S+-[0-9a-f]{10}", _row("generator version", out.stdout))
+    finetune = [line for line in out.stdout.splitlines() if line.startswith("fine-tune:")]
+    assert len(finetune) == 1 and re.fullmatch(
+        r"fine-tune: (no round yet \(one every \d+ joined rewards\)|\d+ round\(s\), .+)",
+        finetune[0].strip(),
+    )
     # the children are gone: nothing listens on the service port any more
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
     logs = tmp_path / "data" / "demo"
     assert (logs / "service.log").exists() and (logs / "learner.log").exists()
+    assert "following" in (logs / "finetune.log").read_text()  # the worker followed the learner
+
+
+def _row(name: str, table: str) -> str:
+    """The value of the live table's row ``name``, as last drawn."""
+    return str(re.findall(rf"{name}\s*│\s*(.+?)\s*│", table)[-1])

@@ -14,7 +14,16 @@ import httpx
 import numpy as np
 import pytest
 
-from service.demo.live_shoppers import LiveShoppers, Tally, demo_products, shop_once
+from service.demo.live_shoppers import (
+    VERDICT_CHARS,
+    LiveShoppers,
+    Tally,
+    demo_products,
+    finetune_rows,
+    finetune_summary,
+    shop_once,
+)
+from service.finetune.trigger import RoundRecord
 from service.simulate.catalog import make_catalog
 from service.simulate.scenario import DEVICES, Scenario, parse_scenario
 from service.simulate.world import Shoppers, World
@@ -193,3 +202,86 @@ def test_a_refused_rank_counts_as_an_error() -> None:
     with httpx.Client(transport=transport, base_url="http://x") as client:
         shop_once(client, shoppers, tally)
     assert (tally.errors, tally.decisions) == (1, 0)
+
+
+def test_a_refreshed_pool_is_read_again_when_rank_answers_name_its_version() -> None:
+    """After a fine-tune promotion the uniform and oracle figures follow the new copy."""
+    sc = _scenario(segments=[{"name": "all", "weight": 1, "trait_effects": {"discount": 2.0}}])
+    catalog = demo_products(sc)[:1]
+    product = catalog[0]
+    shoppers = LiveShoppers(sc, catalog, seed=0)
+    old_view = {"pool_version": 1, "generator_version": "g1", "variants": [{"text": TEXTS[1]}]}
+    shoppers.learn_view(product, old_view)
+    served = {"version": 1}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/rank":
+            body = {"event_id": str(uuid.uuid4()), "text": TEXTS[0], "policy_version": "p"}
+            return httpx.Response(200, json=body | {"pool_version": served["version"]})
+        if request.url.path.endswith("/variants"):
+            texts = [{"text": t} for t in TEXTS[:2]]
+            return httpx.Response(
+                200, json={"pool_version": 2, "generator_version": "g2", "variants": texts}
+            )
+        return httpx.Response(202, json={"accepted": 1})
+
+    tally = Tally()
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://x") as client:
+        shop_once(client, shoppers, tally)
+        assert tally.pool_swaps == 0 and shoppers.versions[product.product_id] == 1
+        served["version"] = 2
+        shop_once(client, shoppers, tally)
+        shop_once(client, shoppers, tally)
+    assert tally.pool_swaps == 1 and shoppers.versions[product.product_id] == 2
+    assert shoppers.generator_version == "g2"
+    p_new = sc.click_probability(0, shoppers.traits(product, TEXTS[0]))
+    p_old = sc.click_probability(0, shoppers.traits(product, TEXTS[1]))
+    assert p_new != p_old  # so the oracle differs between the two pools
+    oracles = [row[3] for row in tally.recent]
+    assert oracles[0] == pytest.approx(p_old) and oracles[-1] == pytest.approx(max(p_new, p_old))
+
+
+def _record(n: int, status: str, reason: str = "why", version: str | None = "v0001") -> RoundRecord:
+    return RoundRecord(n, "2026-12-04T00:00:00+00:00", status, reason, version, f"g{n}", 12)
+
+
+#: the demo's fine-tune rows (tests/service/demo/test_demo.py reads them from the real demo too)
+ROUND_ROW = (
+    r"(none yet \(one every \d+ joined rewards\)"
+    r"|\d+ \((v\d{4}, \d+ examples|not trained); \d+ promoted so far\))"
+)
+VERDICT_ROW = r"(-|promoted|held back: .+|skipped: .+)"
+
+
+def test_finetune_rows_show_the_last_round_its_verdict_and_the_generator() -> None:
+    assert finetune_rows([], 0, "g0") == {"fine-tune": "off"}
+    waiting = finetune_rows([], 3000, "bootstrap-1")
+    assert waiting == {
+        "fine-tune round": "none yet (one every 3000 joined rewards)",
+        "fine-tune verdict": "-",
+        "generator version": "bootstrap-1",
+    }
+    long_reason = "not promoted: pass_rate 0.750 vs 0.792; " * 10
+    rounds = [_record(1, "promoted"), _record(2, "rejected", long_reason, "v0002")]
+    rows = finetune_rows(rounds, 3000, "bootstrap-1")
+    assert rows["fine-tune round"] == "2 (v0002, 12 examples; 1 promoted so far)"
+    verdict = rows["fine-tune verdict"]
+    assert verdict.startswith("held back: not promoted: pass_rate 0.750 vs 0.792")
+    assert len(verdict) == VERDICT_CHARS and verdict.endswith("…")
+    assert rows["generator version"] == "g2"  # what serves after the last round
+    skipped = finetune_rows([_record(3, "skipped", "too few decisions", None)], 3000, "b")
+    assert skipped["fine-tune round"] == "3 (not trained; 0 promoted so far)"
+    assert skipped["fine-tune verdict"] == "skipped: too few decisions"
+    for table in (waiting, rows, skipped):
+        assert re.fullmatch(ROUND_ROW, table["fine-tune round"])
+        assert re.fullmatch(VERDICT_ROW, table["fine-tune verdict"])
+    assert finetune_rows([_record(1, "promoted")], 1, "b")["fine-tune verdict"] == "promoted"
+
+
+def test_finetune_summary_counts_the_outcomes() -> None:
+    assert finetune_summary([], 0) == "fine-tune: off"
+    assert finetune_summary([], 50) == "fine-tune: no round yet (one every 50 joined rewards)"
+    rounds = [_record(1, "promoted"), _record(2, "rejected"), _record(3, "skipped")]
+    assert finetune_summary(rounds, 50) == (
+        "fine-tune: 3 round(s), 1 promoted, 1 held back, 1 skipped; generator g3"
+    )

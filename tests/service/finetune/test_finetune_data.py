@@ -55,6 +55,16 @@ def test_rows_are_in_the_slot_format() -> None:
     assert row["completion"].endswith("</s>") and "{" in row["completion"]  # facts as slots
 
 
+def test_a_row_is_prompted_with_the_styles_its_text_carries() -> None:
+    """The tuned model is asked with the sampler's wished styles, so it is trained on them."""
+    products, pools, log = world_log(4000)
+    data = build_training_data(log, pools, products)
+    assert isinstance(data, TrainingSet)
+    prompts = {r["text"]: r["prompt"] for r in data.kto}
+    assert "<sty:urgency>" in prompts[f"限时抢购{PRODUCT.title}"]
+    assert "<sty:emotion>" in prompts[f"温暖上新{PRODUCT.title}"]
+
+
 def test_too_little_evidence_ends_the_round_without_training(tmp_path: Path) -> None:
     products, pools, log = world_log(60)
     data = build_training_data(log, pools, products)
