@@ -42,7 +42,6 @@ index. Held feedback (``orphans``, at most a lateness' worth) is kept whole.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import heapq
 import math
@@ -59,6 +58,7 @@ from bandit.errors import CheckpointError, ConfigError
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.wire import WireDecision, assemble
 from streams.schemas import FEEDBACK_KINDS, ActionFeatures, Decision, Feedback
+from streams.serde import no_gc
 
 #: where a message was read, ``(partition, offset)``: for a feedback's dead letter, and for a
 #: decision, where to read it back after a restore
@@ -480,15 +480,12 @@ class RewardJoiner:
             max_open=max_open,
             fetch=fetch,
         )
-        # millions of events restored, each a few new objects: the cycle collector, woken by
-        # their count, would walk everything the process holds again and again
-        collecting = gc.isenabled()
-        gc.disable()
         try:
-            if data[:1] == b"{":  # formats 1 and 2: JSON
-                joiner._load_json(data)
-            else:
-                joiner._load_v3(_STATE3.decode(data))
+            with no_gc():  # millions of events restored, each a few new objects
+                if data[:1] == b"{":  # formats 1 and 2: JSON
+                    joiner._load_json(data)
+                else:
+                    joiner._load_v3(_STATE3.decode(data))
         except (
             msgspec.DecodeError,
             msgspec.ValidationError,
@@ -498,9 +495,6 @@ class RewardJoiner:
             IndexError,
         ) as exc:
             raise CheckpointError(f"unreadable joiner state: {exc}") from exc
-        finally:
-            if collecting:
-                gc.enable()
         heapq.heapify(joiner._close_heap)
         heapq.heapify(joiner._orphan_heap)
         heapq.heapify(joiner._closed_heap)

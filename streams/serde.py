@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -33,3 +36,17 @@ def decode(model: type[E], data: bytes | None) -> E:
         return model.model_validate_json(data)
     except ValidationError as exc:
         raise SerdeError(f"invalid {model.__name__}: {describe(exc)}") from exc
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Bulk decoding (a replay's logs, a restored checkpoint) makes millions of acyclic
+    containers; the cycle collector, woken by their count, would walk everything the process
+    holds again and again (about 40% of the decode time). Off for the block, then as it was."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -24,7 +24,8 @@ from bandit import ope
 from bandit.errors import BanditError
 from bandit.policy import Policy
 from bandit.reward import DEFAULT_REWARD, RewardConfig
-from service.replay.replay_log import KIND_BITS, DecisionLog, ReplayError, ReplayLog, no_gc
+from service.replay.replay_log import KIND_BITS, DecisionLog, ReplayError, ReplayLog
+from streams.serde import no_gc
 
 PolicyKind = Literal["logging", "uniform", "greedy", "vw"]
 #: pseudo-count pulling each variant's mean reward toward the fold's mean in the DR model

@@ -9,8 +9,6 @@ copyloop does. ``strict`` validates every line with the pydantic models (slow)."
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from streams.consumer import EventConsumer
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
 from streams.schemas import Decision, Event, Feedback
+from streams.serde import no_gc
 from streams.topics import Topics
 
 __all__ = ["KIND_BITS", "DecisionLog", "FeedbackLog", "ReplayError", "ReplayLog", "canonical_uuids"]
@@ -235,19 +234,6 @@ def log_files(log_dir: Path) -> tuple[list[Path], list[Path]]:
     if not log_dir.is_dir():
         raise ReplayError(f"{log_dir} is not a directory", "--log")
     return sorted(log_dir.glob(DECISION_GLOB)), sorted(log_dir.glob(FEEDBACK_GLOB))
-
-
-@contextlib.contextmanager
-def no_gc() -> Iterator[None]:
-    """Bulk decoding makes millions of acyclic containers; the cycle collector, triggered by
-    their count, would walk them again and again (about 40% of the decode time)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def read_dir(

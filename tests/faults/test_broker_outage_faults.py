@@ -21,9 +21,9 @@ from streams.producer import KafkaEventSink
 from streams.schemas import Decision
 from streams.topics import TopicAdmin, Topics
 from tests.faults.counts import report_counts
-from tests.faults.stack import serving, stack_env
 from tests.ports import free_broker_port, free_port
 from tests.service.api.api_helpers import make_pool, read_topic, wait_until
+from tests.stack import serving, stack_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

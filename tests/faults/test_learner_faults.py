@@ -29,8 +29,8 @@ from tests.bandit import synth
 from tests.bandit.events import decision, feedback
 from tests.bandit.kafka_util import announcements, publish
 from tests.faults.counts import report_counts
-from tests.faults.stack import REPO, stack_env, stop
 from tests.service.api.api_helpers import wait_until
+from tests.stack import REPO, stack_env, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -35,9 +35,9 @@ from streams.producer import KafkaEventSink
 from streams.schemas import Decision, Feedback
 from streams.topics import Topics
 from tests.faults.counts import report_counts
-from tests.faults.stack import serving, stack_env
 from tests.ports import free_port
 from tests.service.api.api_helpers import make_pool, read_topic, settings_for, wait_until
+from tests.stack import serving, stack_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -6,9 +6,6 @@ record on ``copyloop.stats``, not the answering worker's own counts)."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,33 +16,12 @@ import pytest
 from streams.producer import KafkaEventSink
 from streams.schemas import Decision, LoopStats
 from streams.topics import Topics
-from tests.conftest import REPO
 from tests.ports import free_port
 from tests.service.api.api_helpers import make_pool, read_topic
+from tests.stack import start, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 N = 60
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "service", *args],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture
@@ -62,12 +38,12 @@ def loop(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[tuple
         "COPYLOOP_TOPIC_PARTITIONS": "2",
         "COPYLOOP_SNAPSHOT_EVERY_S": "1",
     }
-    serve = _start(
+    serve = start(
         ["serve", "--port", str(port), "--workers", "2"],
         {**env, "COPYLOOP_DATA_DIR": str(tmp_path / "serve")},
         tmp_path / "serve.log",
     )
-    learn = _start(
+    learn = start(
         ["learn", "--lateness", "1"],
         {**env, "COPYLOOP_DATA_DIR": str(tmp_path / "learn")},
         tmp_path / "learn.log",
@@ -75,8 +51,8 @@ def loop(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[tuple
     try:
         yield f"http://127.0.0.1:{port}", topics
     finally:
-        _stop(serve)
-        _stop(learn)
+        stop(serve)
+        stop(learn)
 
 
 def _wait_ready(url: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,27 +21,13 @@ from tests.conftest import REPO
 from tests.ports import free_port
 from tests.service.api.api_helpers import make_pool
 from tests.service.observe.promtext import sample_sum
+from tests.stack import start, stop
 from tests.system_tools import system_tool
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 N_RANKS = 30
 N_CLICKS = 5
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("wb")
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -83,11 +68,10 @@ def stack(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[dict
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     port, learner_port = free_port(), free_port()
-    python = [sys.executable, "-m", "service"]
     serve_args = ["serve", "--port", str(port), "--workers", "2"]
     learn_args = ["learn", "--metrics-port", str(learner_port), "--lateness", "0"]
-    service = _start([*python, *serve_args], env, tmp_path / "serve.log")
-    learner = _start([*python, *learn_args], env, tmp_path / "learn.log")
+    service = start(serve_args, env, tmp_path / "serve.log")
+    learner = start(learn_args, env, tmp_path / "learn.log")
     try:
         yield {
             "service": f"127.0.0.1:{port}",
@@ -96,8 +80,8 @@ def stack(kafka_bootstrap: str, topics: Topics, tmp_path: Path) -> Iterator[dict
             "metrics_dir": tmp_path / "data" / "metrics" / f"serve-{port}",
         }
     finally:
-        _stop(service)
-        _stop(learner)
+        stop(service)
+        stop(learner)
 
 
 def _prometheus(tmp_path: Path, targets: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -112,16 +96,14 @@ def _prometheus(tmp_path: Path, targets: dict[str, str]) -> tuple[subprocess.Pop
     config.write_text(
         f"global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n{jobs}"
     )
-    proc = _start(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        dict(os.environ),
-        tmp_path / "prometheus.log",
-    )
+    args = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with (tmp_path / "prometheus.log").open("wb") as out:
+        proc = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -198,9 +180,9 @@ def test_prometheus_scrapes_service_workers_and_learner(
         assert _query(base, 'sum(copyloop_variant_clicks_total{product="scarf-1"})') == N_CLICKS
         assert _query(base, 'sum(copyloop_consumer_lag{job="copyloop-learner"})') == 0
     finally:
-        _stop(prom)
+        stop(prom)
     # the workers' files were this run's; once they exit, their live gauges leave the sum
     files = stack["metrics_dir"]
     assert any(files.glob("counter_*.db")) and any(files.glob("gauge_livesum_*.db"))
-    _stop(stack["procs"][0])
+    stop(stack["procs"][0])
     assert not list(files.glob("gauge_live*.db"))

@@ -1,6 +1,6 @@
-"""The real stack for the fault suite: ``copyloop serve`` as its own process, on the broker and
-topics a test names, stopped however the test ends (the suite only ever stops processes it
-started, by their pid)."""
+"""The real stack for tests: ``copyloop`` processes of their own, on the broker and topics a
+test names, stopped however the test ends (tests only ever stop processes they started, by
+their pid)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 from streams.topics import Topics
 from tests.service.api.api_helpers import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def stack_env(bootstrap: str, topics: Topics, data_dir: Path, **settings: str) -> dict[str, str]:
@@ -32,6 +32,19 @@ def stack_env(bootstrap: str, topics: Topics, data_dir: Path, **settings: str) -
         "COLUMNS": "240",  # the console wraps at its width: keep each message on one line
     }
     return env | {f"COPYLOOP_{k.upper()}": v for k, v in settings.items()}
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``copyloop ARGS`` (``python -m service``) as a child whose pid the test keeps; its
+    output goes to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
