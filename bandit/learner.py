@@ -31,6 +31,7 @@ earlier of its own ``ts`` and the time the broker logged it plus ``event_time_sk
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import math
 import os
@@ -97,6 +98,13 @@ class LearnerConfig:
     max_open_decisions: int = 3_000_000
     keep_snapshots: int = 10
     group_id: str = "copyloop-learner"
+    #: after each poll, move what the learner holds into the collector's permanent generation
+    #: (``gc.freeze``): open decisions wait a whole reward window, and full collections that
+    #: walk them again and again cost about a third of the learner's time. They are still freed
+    #: when released; only reference cycles among them wait for the sweep below.
+    freeze_gc: bool = True
+    #: how often the frozen objects are put back and swept by a full collection
+    gc_sweep_every_s: float = 600.0
     #: judge each snapshot on decisions it never learned before rankers get it (bandit.promotion)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     #: this learner's model shard of ``shards`` (streams.shards): it reads only the partitions
@@ -123,6 +131,8 @@ class LearnerConfig:
             raise ConfigError(
                 f"`event_time_skew_s` must be >= 0 and finite or None, got {self.event_time_skew_s}"
             )
+        if not self.gc_sweep_every_s > 0:
+            raise ConfigError(f"`gc_sweep_every_s` must be > 0, got {self.gc_sweep_every_s}")
         if self.keep_snapshots < 1:
             raise ConfigError(f"`keep_snapshots` must be >= 1, got {self.keep_snapshots}")
         if not (type(self.max_open_decisions) is int and self.max_open_decisions >= 1):
@@ -238,6 +248,7 @@ class Learner:
         self._snapshot_learned = 0
         self._announce_pending = False
         self._last_checkpoint = time.monotonic()
+        self._swept_at = time.monotonic()
         self._started = False
         #: the state a stream error rewinds to: the last checkpoint (or the state at start)
         self._rewind_point: Checkpoint | None = None
@@ -374,7 +385,16 @@ class Learner:
             self.checkpoint()
         if observer is not None:
             observer.stepped(self.gate.serving, self.health)
+        if self.config.freeze_gc and records:
+            self._freeze()
         return len(records)
+
+    def _freeze(self) -> None:
+        if time.monotonic() - self._swept_at >= self.config.gc_sweep_every_s:
+            gc.unfreeze()
+            gc.collect()
+            self._swept_at = time.monotonic()
+        gc.freeze()
 
     def _watermark(self, *, idle: bool) -> tuple[float | None, bool]:
         """Event time up to which every partition has been read: the least latest-time over
@@ -542,6 +562,8 @@ class Learner:
         return self.stats
 
     def close(self) -> None:
+        if self.config.freeze_gc:
+            gc.unfreeze()  # a process that goes on without the learner collects as before
         self.consumer.close()
         close = getattr(self.sink, "close", None)
         if close is not None:

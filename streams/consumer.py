@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
@@ -49,8 +49,10 @@ class _Ahead:
     values: dict[int, bytes | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Received(Generic[E]):
+class Received(NamedTuple, Generic[E]):
+    """One record as handed out: where it was read, and its event (a tuple: the learner makes
+    one per record, and a frozen dataclass costs several times more to build)."""
+
     topic: str
     partition: int
     offset: int
