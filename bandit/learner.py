@@ -54,6 +54,7 @@ from streams.consumer import EventConsumer, PartitionKey, Received
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
 from streams.producer import EventSink, KafkaEventSink
+from streams.readers import KAFKA_CLIENTS
 from streams.schemas import Decision, Event, Feedback, ModelAnnouncement
 from streams.serde import encode
 from streams.shards import Sharding
@@ -98,6 +99,9 @@ class LearnerConfig:
     max_open_decisions: int = 3_000_000
     keep_snapshots: int = 10
     group_id: str = "copyloop-learner"
+    #: the client the topics are read with (``streams.readers``): librdkafka fetches and
+    #: parses ahead of the learner in threads of its own; kafka-python is the pure-Python one
+    kafka_client: str = "librdkafka"
     #: after each poll, move what the learner holds into the collector's permanent generation
     #: (``gc.freeze``): open decisions wait a whole reward window, and full collections that
     #: walk them again and again cost about a third of the learner's time. They are still freed
@@ -130,6 +134,11 @@ class LearnerConfig:
         if self.event_time_skew_s is not None and not 0 <= self.event_time_skew_s < math.inf:
             raise ConfigError(
                 f"`event_time_skew_s` must be >= 0 and finite or None, got {self.event_time_skew_s}"
+            )
+        if self.kafka_client not in KAFKA_CLIENTS:
+            raise ConfigError(
+                f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, "
+                f"got {self.kafka_client!r}"
             )
         if not self.gc_sweep_every_s > 0:
             raise ConfigError(f"`gc_sweep_every_s` must be > 0, got {self.gc_sweep_every_s}")
@@ -278,6 +287,7 @@ class Learner:
             owns_partition=(
                 Sharding(config.shards).owned_by(config.shard) if config.shards > 1 else None
             ),
+            client=config.kafka_client,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         return cls(config, consumer, sink, deadletter, **kwargs)
@@ -347,21 +357,21 @@ class Learner:
         add_decision, add_feedback = joiner.add_decision, joiner.add_feedback
         sharded, shard = self.config.shards > 1, self.config.shard
         for rec in records:
-            event = rec.event
+            topic, partition, offset, _, logged_ms, event = rec
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
             if limit is not None and ts > limit:
                 self._reject_future(rec, now)
                 continue
-            key = (rec.topic, rec.partition)
-            seen = ts if skew is None else bounded_event_time(ts, rec.timestamp_ms, skew)
+            key = (topic, partition)
+            seen = ts if skew is None else bounded_event_time(ts, logged_ms, skew)
             if seen > latest.get(key, -math.inf):
                 latest[key] = seen
-            if isinstance(event, Feedback):
-                rejected = add_feedback(event, (rec.partition, rec.offset))
-            elif isinstance(event, Decision):
+            if type(event) is Decision or isinstance(event, Decision):
                 if sharded and self.sharding.of_product(event.product_id) != shard:
                     self._misrouted(event)
-                rejected = add_decision(event, (rec.partition, rec.offset))
+                rejected = add_decision(event, (partition, offset))
+            elif isinstance(event, Feedback):
+                rejected = add_feedback(event, (partition, offset))
             else:
                 continue
             if rejected:
@@ -408,12 +418,17 @@ class Learner:
         elif self._idle_since is None:
             self._idle_since = time.monotonic()
         idle_for = 0.0 if self._idle_since is None else time.monotonic() - self._idle_since
-        # end offsets cost a broker round trip; a second-old copy only errs towards "caught
-        # up" for records written since, which are the newest and within the lateness
-        if idle or time.monotonic() - self._ends_at >= 1.0:
+        # end offsets cost a broker round trip, so a copy up to a second old serves; but a
+        # partition read past its copied end proves the copy older than records already read,
+        # and another partition may then hold unread records written before them (a decision
+        # before its feedback): a client that fetches partitions ahead of each other would let
+        # the watermark pass them. Such a copy is read again.
+        positions = self.consumer.positions
+        ends = self._ends
+        stale = any(positions.get(key, -1) > end for key, end in ends.items())
+        if idle or stale or time.monotonic() - self._ends_at >= 1.0:
             self._ends = self.consumer.end_offsets()
             self._ends_at = time.monotonic()
-        positions = self.consumer.positions
         behind: list[float] = []
         for key, end in self._ends.items():
             pos = positions.get(key)

@@ -185,6 +185,8 @@ class RefitModel:
         self._dists: dict[int, tuple[ActionSet, dict[Row, list[float]]]] = {}
         #: per (key, value) of a context: its crossed tokens ("U^age=18-24", ...)
         self._items: dict[tuple[str, FeatureValue], Row] = {}
+        #: per context key: whether its namespace is crossed at all
+        self._crossed_keys: dict[str, bool] = {}
         #: interned window rows, by (shopper tokens, action tokens)
         self._rows: dict[tuple[Row, Row], Row] = {}
         if model is not None:
@@ -199,9 +201,18 @@ class RefitModel:
 
     def _shared(self, context: Mapping[str, FeatureValue]) -> Row:
         """The context's crossed tokens, namespace by namespace in ``_cross`` order."""
-        items = self._items
+        items, crossed = self._items, self._crossed_keys
         per_item: list[Row] = []
         for item in context.items():
+            key = item[0]
+            wanted = crossed.get(key)
+            if wanted is None:
+                if len(crossed) >= _CACHE_MAX:
+                    crossed.clear()
+                # a key's namespace does not depend on its value
+                wanted = crossed[key] = context_tokens(key, "")[0] in self._cross
+            if not wanted:
+                continue
             kind = type(item[1])
             if kind is float or kind is list:  # not memoised: see bandit.vw.shared_line
                 per_item.append(self._item(*item))

@@ -1,6 +1,9 @@
 """Learner throughput: joined examples per second from Kafka into VW (decode, join, reward,
 learn; checkpoints as configured) against native VW learning the same examples from a text file
-in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s). Also reports how
+in C++, measured in the same run (TARGETS.md: >= 0.4x native, >= 50,000/s), for the default
+preset read with the learner's default client (librdkafka); ``runs`` adds the other model (VW
+bag, or refit when VW bag is the preset) and the default model read through kafka-python. Also
+reports how
 fast the Kafka client alone reads and decodes the same messages, the ceiling for any learner
 built on it. Also measures the checkpoint at a steady load (``--ckpt-rate`` decisions/s over a
 ``--ckpt-window`` s reward window, all of them open, 90 % with an impression, the refit model's
@@ -107,7 +110,8 @@ def _events(
 
 def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp: Path) -> float:
     """Native VW learning the same examples, in the same (event-time) order, from a file (the
-    preset's own VW settings, or VW SquareCB at its defaults for a model that is not VW)."""
+    preset's own VW settings, or VW SquareCB at its defaults for a model that is not VW): the
+    fastest of three runs, so the ratio errs against the learner."""
     vw = config.model if isinstance(config.model, VWConfig) else VW_SQUARECB.model
     assert isinstance(vw, VWConfig)
     path = tmp / "examples.vw"
@@ -118,16 +122,21 @@ def _native_rate(joined: list[tuple[Decision, float]], config: PolicyConfig, tmp
             ]
             label = (d.action, r, d.pscore)
             fh.write(example_text(shared_line(d.context), lines, label, vw.loss) + "\n\n")
-    t0 = time.perf_counter()
-    ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(vw, 0), "--data", str(path)])
-    ws.finish()
-    return len(joined) / (time.perf_counter() - t0)
+    best = 0.0
+    for _ in range(3):  # the best of three: a shared machine only ever slows a run down
+        t0 = time.perf_counter()
+        ws = vowpalwabbit.Workspace(arg_list=[*vw_arguments(vw, 0), "--data", str(path)])
+        ws.finish()
+        best = max(best, len(joined) / (time.perf_counter() - t0))
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
-    parser.add_argument("--n", type=int, default=20000)
+    # long enough that the learner's start (assignment, first fetch) and its last step (every
+    # window closes at once: the events span a minute of a 30-minute window) are not most of it
+    parser.add_argument("--n", type=int, default=60000)
     parser.add_argument("--actions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--snapshot-every", type=float, default=10.0)
@@ -161,29 +170,49 @@ def main() -> None:
 
         native = _native_rate(joined, config, Path(tmp))
 
-        learner_config = LearnerConfig(
-            topics=topics,
-            data_dir=Path(tmp) / "data",
-            reward=RewardConfig(window_s=1800),
-            policy=config,
-            snapshot_every_s=args.snapshot_every,
-        )
-        learner = Learner.connect(learner_config, bootstrap)
-        task = progress.add_task("learning from Kafka", total=args.n)
-        t0 = time.perf_counter()
-        learner.start()
-        while learner.stats.learned < args.n and time.perf_counter() - t0 < 600:
-            learner.step()
-            progress.update(task, completed=learner.stats.learned)
-        learn_s = time.perf_counter() - t0
-        learner.checkpoint()
-        learner.close()
+        runs: dict[str, dict[str, float]] = {}
+        learner = None
+        for name, run_preset, client in (
+            ("default", args.preset, "librdkafka"),
+            ("vw", "vw-bag" if args.preset != "vw-bag" else "refit", "librdkafka"),
+            ("kafka_python", args.preset, "kafka-python"),
+        ):
+            learner_config = LearnerConfig(
+                topics=topics,
+                data_dir=Path(tmp) / name,
+                reward=RewardConfig(window_s=1800),
+                policy=preset(run_preset),
+                snapshot_every_s=args.snapshot_every,
+                group_id=f"bench-learner-{name}-{uuid.uuid4().hex[:6]}",
+                kafka_client=client,
+            )
+            run = Learner.connect(learner_config, bootstrap)
+            task = progress.add_task(f"learning from Kafka ({run_preset}, {client})", total=args.n)
+            t0 = time.perf_counter()
+            run.start()
+            while run.stats.learned < args.n and time.perf_counter() - t0 < 600:
+                run.step()
+                progress.update(task, completed=run.stats.learned)
+            learn_s = time.perf_counter() - t0
+            run.checkpoint()
+            run.close()
+            rate = run.stats.learned / learn_s
+            runs[name] = {
+                "preset": run_preset,  # type: ignore[dict-item]
+                "client": client,  # type: ignore[dict-item]
+                "learned": run.stats.learned,
+                "examples_per_s": round(rate, 1),
+                "ratio": round(rate / native, 3),
+            }
+            learner = learner if learner is not None else run
+        assert learner is not None
 
         # the ceiling set by the Kafka client alone: read and decode the same messages
         reader = EventConsumer(
             bootstrap,
             {topics.decisions: WireDecision, topics.feedback: WireFeedback},
             group_id=None,
+            client="librdkafka",  # the learner's
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         reader.assign()
@@ -204,16 +233,19 @@ def main() -> None:
             assert len(fetched) == len(refs[i : i + 5000])
         read_back = len(refs) / (time.perf_counter() - t0)
         reader.close()
-    rate = learner.stats.learned / learn_s
     result = {
         "benchmark": "learner",
         "examples": args.n,
+        "preset": args.preset,
         "learned": learner.stats.learned,
         "actions": args.actions,
         "kafka_messages": len(events) + 1,
-        "learner_examples_per_s": round(rate, 1),
+        # the default model read with the default client; then the other model, and the
+        # default model read through kafka-python
+        "learner_examples_per_s": runs["default"]["examples_per_s"],
         "native_vw_examples_per_s": round(native, 1),
-        "ratio": round(rate / native, 3),
+        "ratio": runs["default"]["ratio"],
+        "runs": runs,
         "read_only_examples_per_s": round(args.n / read_s, 1),
         "read_only_ratio": round(args.n / read_s / native, 3),
         "read_back_per_s": round(read_back, 1),

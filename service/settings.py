@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     learner_shard: int = Field(
         default=0, ge=0, description="the shard a learner learns, in [0, learner_shards)"
     )
+    learner_kafka_client: Literal["librdkafka", "kafka-python"] = Field(
+        default="librdkafka",
+        description="the client the learner reads the topics with (streams.readers): "
+        "librdkafka parses and fetches ahead in C threads; kafka-python is pure Python",
+    )
     learner_metrics_port: int = Field(
         default=9464,
         ge=0,

@@ -24,10 +24,10 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from streams.deadletter import DeadLetterWriter
 from streams.errors import BrokerUnavailable, SerdeError, StreamsError
+from streams.readers import KAFKA_CLIENTS, Reader, open_reader
 from streams.schemas import Event
 from streams.serde import decode
 
@@ -79,6 +79,7 @@ class EventConsumer:
         auto_offset_reset: str = "earliest",
         client_id: str = "copyloop",
         owns_partition: Callable[[int], bool] | None = None,
+        client: str = "kafka-python",
         **consumer_config: Any,
     ) -> None:
         if not topics:
@@ -90,6 +91,13 @@ class EventConsumer:
         self.owns_partition = owns_partition
         self.group_id = group_id
         self.deadletter = deadletter
+        if client not in KAFKA_CLIENTS:
+            raise ValueError(
+                f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, got {client!r}"
+            )
+        #: the client records are read with (``streams.readers``); :meth:`fetch` reads back
+        #: with kafka-python either way
+        self.client = client
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "group_id": group_id,
@@ -98,7 +106,7 @@ class EventConsumer:
             "auto_offset_reset": auto_offset_reset,
             **consumer_config,
         }
-        self._consumer: KafkaConsumer | None = None
+        self._reader: Reader | None = None
         #: the second client :meth:`fetch` reads with, and where it stands per partition
         self._fetcher: KafkaConsumer | None = None
         self._ahead: dict[PartitionKey, _Ahead] = {}
@@ -111,25 +119,22 @@ class EventConsumer:
         self.dead_lettered = 0
 
     # -- client ---------------------------------------------------------------------------
-    def _client(self) -> KafkaConsumer:
-        if self._consumer is None:
-            try:
-                self._consumer = KafkaConsumer(**self._config)
-            except KafkaError as exc:
-                raise BrokerUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
-        return self._consumer
+    def _client(self) -> Reader:
+        if self._reader is None:
+            self._reader = open_reader(self.client, self._config)
+        return self._reader
 
-    def _ensure_subscribed(self) -> KafkaConsumer:
-        consumer = self._client()
-        if not self._assigned and not consumer.subscription():
-            consumer.subscribe(list(self.topics))
-        return consumer
+    def _ensure_subscribed(self) -> Reader:
+        reader = self._client()
+        if not self._assigned and not reader.subscribed():
+            reader.subscribe(list(self.topics))
+        return reader
 
     def partitions(self) -> list[PartitionKey]:
-        consumer = self._client()
+        reader = self._client()
         out: list[PartitionKey] = []
         for topic in self.topics:
-            parts = consumer.partitions_for_topic(topic)
+            parts = reader.partitions_for(topic)
             if not parts:
                 raise StreamsError(f"topic `{topic}` does not exist")
             owns = self.owns_partition
@@ -140,19 +145,12 @@ class EventConsumer:
         """Take every partition (those ``owns_partition`` accepts) by hand and start at
         ``offsets`` where given, else at the group's committed offset, else at
         ``auto_offset_reset``."""
-        consumer = self._client()
+        reader = self._client()
         keys = self.partitions()
-        tps = [TopicPartition(t, p) for t, p in keys]
-        try:
-            consumer.assign(tps)
-            for tp in tps:
-                key = (tp.topic, tp.partition)
-                if offsets and key in offsets:
-                    consumer.seek(tp, offsets[key])
-                    self.positions[key] = offsets[key]
-                    self.durable[key] = offsets[key]
-        except KafkaError as exc:
-            raise StreamsError(f"assigning {keys} failed: {exc}") from exc
+        start = {key: offsets[key] for key in keys if offsets and key in offsets}
+        reader.assign(keys, start)
+        self.positions.update(start)
+        self.durable.update(start)
         self._assigned = True
 
     # -- reading --------------------------------------------------------------------------
@@ -160,39 +158,39 @@ class EventConsumer:
         """The next records, decoded; bad ones are dead-lettered and left out. When a dead
         letter cannot be recorded, the client seeks back to the start of this batch and the
         error is raised: none of the batch is handed out, none of it is skipped."""
-        consumer = self._ensure_subscribed()
-        try:
-            batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except KafkaError as exc:
-            raise StreamsError(f"poll failed: {exc}") from exc
+        reader = self._ensure_subscribed()
+        records = reader.poll(timeout_s, max_records)
         out: list[Received[Event]] = []
+        first: dict[PartitionKey, int] = {}
         moved: dict[PartitionKey, int] = {}
+        models = self.topics
+        append = out.append
         try:
-            for tp, records in batches.items():
-                if not records:
+            for topic, partition, offset, key, value, ts in records:
+                pkey = (topic, partition)
+                if pkey not in first:
+                    first[pkey] = offset
+                    # the client began reading here: nothing before it was read, none skipped
+                    self.durable.setdefault(pkey, offset)
+                moved[pkey] = offset + 1
+                try:
+                    event = decode(models[topic], value)
+                except SerdeError as exc:
+                    self._dead_letter(topic, partition, offset, key, value, exc)
                     continue
-                model = self.topics[tp.topic]
-                pkey = (tp.topic, tp.partition)
-                # the client began reading here: nothing before it was read, nothing skipped
-                self.durable.setdefault(pkey, records[0].offset)
-                for rec in records:
-                    moved[pkey] = rec.offset + 1
-                    try:
-                        event = decode(model, rec.value)
-                    except SerdeError as exc:
-                        self._dead_letter(
-                            tp.topic, tp.partition, rec.offset, rec.key, rec.value, exc
-                        )
-                        continue
-                    key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
-                    out.append(
-                        Received(tp.topic, tp.partition, rec.offset, key, rec.timestamp, event)
+                append(
+                    Received(
+                        topic,
+                        partition,
+                        offset,
+                        key.decode("utf-8", errors="replace") if key is not None else None,
+                        ts,
+                        event,
                     )
+                )
         except Exception:
             # any failure (a dead letter refused, a sink's own error): the batch is read again
-            self._seek(
-                {(tp.topic, tp.partition): recs[0].offset for tp, recs in batches.items() if recs}
-            )
+            self._seek(first)
             raise
         self.positions.update(moved)
         return out
@@ -234,13 +232,7 @@ class EventConsumer:
                 self.rewind()
                 raise
         if self.group_id is not None and chosen:
-            payload = {
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in chosen.items()
-            }
-            try:
-                self._client().commit(payload)
-            except KafkaError as exc:
-                raise StreamsError(f"commit failed: {exc}") from exc
+            self._client().commit(chosen)
         self.durable.update(chosen)
 
     def rewind(self, offsets: dict[PartitionKey, int] | None = None) -> None:
@@ -251,32 +243,19 @@ class EventConsumer:
         self._seek({**self.durable, **(offsets or {})})
 
     def _seek(self, targets: dict[PartitionKey, int]) -> None:
-        if not targets or self._consumer is None:
+        if not targets or self._reader is None:
             return
-        assigned = self._consumer.assignment()
-        try:
-            for (topic, partition), offset in targets.items():
-                tp = TopicPartition(topic, partition)
-                if tp in assigned:
-                    self._consumer.seek(tp, offset)
-                    self.positions[(topic, partition)] = offset
-        except KafkaError as exc:
-            raise StreamsError(f"seeking back to {targets} failed: {exc}") from exc
+        mine = self._reader.assigned()
+        # every partition's place, so a client that starts afresh to seek keeps the others'
+        places = {**self.durable, **self.positions, **targets}
+        self._reader.seek({key: off for key, off in places.items() if key in mine})
+        self.positions.update({key: off for key, off in targets.items() if key in mine})
 
     def committed(self, key: PartitionKey) -> int | None:
-        try:
-            result: int | None = self._client().committed(TopicPartition(*key))
-        except KafkaError as exc:
-            raise StreamsError(f"reading the committed offset of {key} failed: {exc}") from exc
-        return result
+        return self._client().committed(key)
 
     def end_offsets(self) -> dict[PartitionKey, int]:
-        tps = [TopicPartition(t, p) for t, p in self.partitions()]
-        try:
-            ends = self._client().end_offsets(tps)
-        except KafkaError as exc:
-            raise StreamsError(f"reading end offsets failed: {exc}") from exc
-        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+        return self._client().end_offsets(self.partitions())
 
     def fetch(
         self, topic: str, refs: Iterable[tuple[int, int]], timeout_s: float = 60.0
@@ -351,9 +330,9 @@ class EventConsumer:
         return out
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close(autocommit=False)
-            self._consumer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._fetcher is not None:
             self._fetcher.close(autocommit=False)
             self._fetcher = None

@@ -137,6 +137,7 @@ def learn(
             ),
             shard=settings.learner_shard,
             shards=settings.learner_shards,
+            kafka_client=settings.learner_kafka_client,
         )
         admin = TopicAdmin(settings.kafka_bootstrap)
         admin.ensure(settings.topics, partitions=settings.topic_partitions)

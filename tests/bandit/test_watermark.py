@@ -102,3 +102,26 @@ def test_a_clock_running_ahead_closes_no_window_early(tmp_path: Path) -> None:
     stream.add(later, logged_at=at(1070).timestamp())
     learner.step()
     assert (learner.stats.learned, learner.joiner.pending) == (1, 1)
+
+
+def test_a_partition_read_past_its_copied_end_makes_the_ends_read_again(tmp_path: Path) -> None:
+    """A client that fetches partitions ahead of each other: feedback read past the end the
+    learner last copied proves the copy old, and the decisions partition may hold unread
+    records written before that feedback. Within the copy's second, the ends are read again,
+    so the decisions partition holds the watermark back."""
+    d, f = ("w.decisions", 0), ("w.feedback", 0)
+    offsets = Offsets(positions={d: 10, f: 8}, ends={d: 10, f: 8})
+    learner = _learner(offsets, tmp_path)
+    learner._latest.update({d: 100.0, f: 100.0})
+    assert learner._watermark(idle=False) == (100.0, True)  # copies the ends: all read
+    # new records: two decisions, then their feedback; only the feedback is read yet
+    offsets.ends = {d: 12, f: 10}
+    offsets.positions[f] = 10
+    learner._latest[f] = 160.0
+    assert learner._watermark(idle=False) == (100.0, False)  # not 160: d is behind
+    # a copy a partition has not passed is kept for its second
+    offsets.ends = {d: 13, f: 10}
+    assert learner._ends == {d: 12, f: 10}
+    offsets.positions[d] = 12
+    learner._latest[d] = 150.0
+    assert learner._watermark(idle=False) == (160.0, True)
