@@ -39,21 +39,22 @@ def _drain(consumer: EventConsumer, want: int, timeout_s: float = 30.0) -> list[
     return got
 
 
-def _partition_with(consumer: EventConsumer, n: int) -> tuple[str, int]:
+def _assigned_at(
+    bootstrap: str, topics: Topics, client: str, n: int, start: int
+) -> tuple[EventConsumer, tuple[str, int]]:
+    """``n`` feedback records on one partition, and a consumer assigned there at ``start``."""
+    _publish(bootstrap, topics.feedback, n)
+    consumer = EventConsumer(bootstrap, {topics.feedback: Feedback}, group_id=None, client=client)
     (key,) = [k for k, end in consumer.end_offsets().items() if end == n]
-    return key
+    consumer.assign({key: start})
+    return consumer, key
 
 
 @CLIENTS
 def test_assigned_reading_starts_at_given_offsets_and_ends_are_read(
     kafka_bootstrap: str, topics: Topics, client: str
 ) -> None:
-    _publish(kafka_bootstrap, topics.feedback, 12)
-    consumer = EventConsumer(
-        kafka_bootstrap, {topics.feedback: Feedback}, group_id=None, client=client
-    )
-    key = _partition_with(consumer, 12)
-    consumer.assign({key: 7})
+    consumer, key = _assigned_at(kafka_bootstrap, topics, client, 12, 7)
     got = _drain(consumer, 5)
     time.sleep(0.5)
     got += consumer.poll(0.5, 1000)  # nothing more
@@ -67,12 +68,7 @@ def test_assigned_reading_starts_at_given_offsets_and_ends_are_read(
 def test_a_seek_back_reads_again_from_there_and_nothing_fetched_ahead_leaks(
     kafka_bootstrap: str, topics: Topics, client: str
 ) -> None:
-    _publish(kafka_bootstrap, topics.feedback, 400)
-    consumer = EventConsumer(
-        kafka_bootstrap, {topics.feedback: Feedback}, group_id=None, client=client
-    )
-    key = _partition_with(consumer, 400)
-    consumer.assign({key: 0})
+    consumer, key = _assigned_at(kafka_bootstrap, topics, client, 400, 0)
     first = consumer.poll(10.0, 50)
     while not first:
         first = consumer.poll(10.0, 50)
