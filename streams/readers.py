@@ -25,6 +25,7 @@ from streams.errors import BrokerUnavailable, StreamsError
 KafkaClient = Literal["kafka-python", "librdkafka"]
 KAFKA_CLIENTS: tuple[str, ...] = ("kafka-python", "librdkafka")
 PartitionKey = tuple[str, int]
+_log = logging.getLogger("streams.librdkafka")
 
 
 class RawRecord(NamedTuple):
@@ -184,7 +185,7 @@ class RdKafkaReader:
             # a commit waits behind a fetch that waits for data: keep that wait short
             "fetch.wait.max.ms": 100,
             "reconnect.backoff.max.ms": int(config.get("reconnect_backoff_max_ms", 1000)),
-            "logger": logging.getLogger("streams.librdkafka"),
+            "logger": _log,
         }
         self._has_group = bool(config.get("group_id"))
         self._admin: Any = None
@@ -234,11 +235,44 @@ class RdKafkaReader:
         return set(found.partitions)
 
     def _tps(self, offsets: dict[PartitionKey, int]) -> list[Any]:
-        from confluent_kafka import OFFSET_INVALID, TopicPartition
+        """Every assigned partition at its place: ``offsets``, else the group's committed
+        offset, else the start or the end of the log (``auto.offset.reset``). Resolved here,
+        not left to the client: a new group's coordinator answers "not coordinator" for a
+        while, and the client does not ask again for partitions it was told nothing about."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-        return [
-            TopicPartition(t, p, offsets.get((t, p), OFFSET_INVALID)) for t, p in self._assigned
-        ]
+        places = {key: offsets[key] for key in self._assigned if key in offsets}
+        unknown = [key for key in self._assigned if key not in places]
+        if unknown and self._has_group:
+            places.update(self._committed(unknown))
+        reset = (
+            OFFSET_BEGINNING if self._settings["auto.offset.reset"] == "earliest" else OFFSET_END
+        )
+        return [TopicPartition(t, p, places.get((t, p), reset)) for t, p in self._assigned]
+
+    def _committed(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]:
+        """The group's committed offsets of ``keys`` (those it has), asked until the
+        coordinator answers or ``request_timeout_s`` runs out."""
+        from confluent_kafka import TopicPartition
+
+        deadline = time.monotonic() + self.request_timeout_s
+        while True:
+            try:
+                found = self._c.committed(
+                    [TopicPartition(t, p) for t, p in keys], timeout=self.request_timeout_s
+                )
+            except self._exc as exc:
+                if time.monotonic() > deadline or not exc.args[0].retriable():
+                    raise StreamsError(f"reading the committed offsets failed: {exc}") from exc
+                time.sleep(0.2)
+                continue
+            failed = [tp.error for tp in found if tp.error is not None]
+            if failed and time.monotonic() <= deadline:
+                time.sleep(0.2)
+                continue
+            if failed:
+                raise StreamsError(f"reading the committed offsets failed: {failed[0]}")
+            return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def _warm(self) -> None:
         """The consumer's own metadata for the assigned topics, asked before it fetches
@@ -276,9 +310,12 @@ class RdKafkaReader:
         for m in msgs:
             err = m.error()
             if err is not None:
-                if err.retriable():
-                    continue  # the client retries by itself; no record is behind it
-                raise StreamsError(f"poll failed: {err}")
+                # an event, not a record: the client retries what it reports (a coordinator
+                # moving, a broker down) by itself; only a fatal error ends the reader
+                if err.fatal():
+                    raise StreamsError(f"poll failed: {err}")
+                _log.warning("Kafka client: %s", err)
+                continue
             append(
                 RawRecord(
                     m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1]
