@@ -12,10 +12,11 @@ at that size for any learner). ``--finetune-every N`` gives each random scenario
 rounds every N decisions, so the sweep also records ``bandit_finetune``'s true CTR against the
 bandit's and against its control ``bandit_refresh`` (the same pool refresh from the untrained
 generator) and the mean lift of training over that control with its 95 % interval across
-seeds. Writes JSON.
+seeds. ``--sweep-decisions`` sizes the random scenarios (default: their own, 20,000). Writes
+JSON.
 
     .venv/bin/python benchmarks/bench_simulate.py [--decisions 20000] [--sweep 0] [--first 1]
-        [--finetune-every 0] [--out FILE]
+        [--finetune-every 0] [--sweep-decisions 0] [--pool-rounds 0] [--out FILE]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from _common import write_result  # this folder: the script's own
 
 from bandit.presets import VW_BAG
 from bandit.vw import VWConfig, action_line, example_text, shared_line, vw_arguments
+from service.finetune.rounds import RoundConfig
 from service.simulate.pool_source import GeneratorPools
 from service.simulate.report import plot_sweep
 from service.simulate.run import SimulationConfig, SimulationResult, simulate
@@ -79,9 +81,13 @@ def _raw_vw_rate(result: SimulationResult, config: SimulationConfig) -> float:
 
 
 def _run(
-    scenario: Scenario, out: Path, cache: Path, source: GeneratorPools
+    scenario: Scenario,
+    out: Path,
+    cache: Path,
+    source: GeneratorPools,
+    rounds: RoundConfig | None = None,
 ) -> tuple[float, SimulationResult]:
-    config = SimulationConfig(cache_dir=cache)
+    config = SimulationConfig(cache_dir=cache, finetune_round=rounds)
     began = time.perf_counter()
     result = simulate(scenario, out, source=source, config=config)
     return time.perf_counter() - began, result
@@ -151,23 +157,37 @@ def main() -> None:
     parser.add_argument(
         "--finetune-every", type=int, default=0, help="fine-tune rounds in the sweep's worlds"
     )
+    parser.add_argument(
+        "--sweep-decisions", type=int, default=0, help="decisions per random scenario (0: own)"
+    )
+    parser.add_argument(
+        "--pool-rounds",
+        type=int,
+        default=0,
+        help="rounds train on the rows of this many earlier rounds too (RoundConfig.pool_rounds)",
+    )
     parser.add_argument("--out", type=Path, default=Path("var/bench/simulate.json"))
     args = parser.parse_args()
+    rounds = RoundConfig(pool_rounds=args.pool_rounds) if args.pool_rounds else None
     scenario = load_scenario(args.scenario)
     if args.decisions:
         scenario = scenario.model_copy(update={"decisions": args.decisions})
     source = GeneratorPools()
     with tempfile.TemporaryDirectory(prefix="copyloop-bench-sim-") as tmp:
         root = Path(tmp)
-        cold_s, _ = _run(scenario, root / "cold", root / "cache", source)
-        warm_s, result = _run(scenario, root / "warm", root / "cache", source)
+        cold_s, _ = _run(scenario, root / "cold", root / "cache", source, rounds)
+        warm_s, result = _run(scenario, root / "warm", root / "cache", source, rounds)
         raw_rate = _raw_vw_rate(result, SimulationConfig())
         sweep = []
         for seed in range(args.first, args.first + args.sweep):
-            rs = random_scenario(seed)
+            rs = (
+                random_scenario(seed, decisions=args.sweep_decisions)
+                if args.sweep_decisions
+                else random_scenario(seed)
+            )
             if args.finetune_every:
                 rs = rs.model_copy(update={"finetune_every": args.finetune_every})
-            _, res = _run(rs, root / f"random-{seed}", root / "cache", source)
+            _, res = _run(rs, root / f"random-{seed}", root / "cache", source, rounds)
             sweep.append(
                 {
                     "seed": seed,

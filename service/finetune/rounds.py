@@ -6,6 +6,7 @@ last promotion: the previous generator serves again and the pools it replaced co
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from generator.finetune import FinetuneConfig, finetune
 from generator.model import CopyGenerator, read_format
+from service.errors import NotFound
 from service.finetune.gate import GateConfig, TraitRewards, gate
 from service.finetune.refresh import (
     POOLS_AFTER,
@@ -27,7 +29,13 @@ from service.finetune.refresh import (
 )
 from service.finetune.registry import Registry
 from service.finetune.rollback import PARENT_MODEL_VERSION, announce, publish_pools
-from service.finetune.training_data import DataConfig, NotEnoughEvidence, build_training_data
+from service.finetune.training_data import (
+    KTO_FILE,
+    DataConfig,
+    NotEnoughEvidence,
+    build_training_data,
+    pool_rows,
+)
 from service.observe.work_metrics import record_round
 from service.replay.replay_log import ReplayLog
 from streams.producer import EventSink
@@ -45,6 +53,21 @@ class RoundConfig:
     device: str | None = None  # for the gate's sampling; default as the generator picks
     #: how a promotion refreshes the pools of the products trained for (None: it does not)
     refresh: RefreshConfig | None = field(default_factory=RefreshConfig)
+    #: 0 (off): a round trains on its own KTO rows. N > 0: also on the still-valid rows of the
+    #: last N rounds in the registry (``training_data.pool_rows``). Off by default: on the
+    #: choosing worlds no pooling variant raised training's lift over the refresh control
+    #: (docs/experiments/2026-finetune-rounds.md, "Pooling examples across rounds")
+    pool_rounds: int = 0
+    #: with pooling, train the base generator ("base + all evidence", nothing counted twice)
+    #: rather than the serving one; measured worse (a promoted model trained on again did better)
+    pool_from_base: bool = False
+    #: with pooling, keep an earlier row whose variant this round judged but left unlabelled
+    #: (without it a cumulative log leaves almost nothing to pool)
+    pool_keep_rejudged: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pool_rounds < 0:
+            raise ValueError(f"`pool_rounds` must be >= 0, got {self.pool_rounds}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,28 @@ class RoundResult:
         }
 
 
+def earlier_rows(registry: Registry, last: int) -> list[list[dict[str, Any]]]:
+    """The KTO rows of the last ``last`` rounds that trained (promoted or rejected: the registry
+    keeps a rejected candidate's data), newest first; a version without readable data is
+    skipped and does not count."""
+    out: list[list[dict[str, Any]]] = []
+    for name in reversed(registry.versions()):
+        if len(out) >= last:
+            break
+        try:
+            version = registry.get(name)
+        except NotFound:  # a round still running, or one that failed half-way
+            continue
+        folder = (version.metadata.get("data") or {}).get("folder", "data")
+        path = version.path / str(folder) / KTO_FILE
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            out.append([json.loads(line) for line in lines if line.strip()])
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def run_round(
     events: ReplayLog,
     pools: Iterable[VariantPool],
@@ -113,12 +158,25 @@ def run_round(
         record_round("skipped")
         return RoundResult("skipped", data.reason, None, parent, {}, None, timings, data.stats)
     rows = data.dpo if config.train.method == "dpo" else data.kto
+    pooled: dict[str, int] = {}
+    train_from = parent_path
+    if config.pool_rounds > 0 and config.train.method == "kto":
+        earlier = earlier_rows(registry, config.pool_rounds)
+        rows, pooled = pool_rows(
+            data,
+            earlier,
+            catalog.values(),
+            prompt_format=read_format(parent_path),
+            keep_rejudged=config.pool_keep_rejudged,
+        )
+        train_from = base_model if config.pool_from_base else parent_path
     examples = {
         "kto": len(data.kto),
         "desirable": sum(1 for r in data.kto if r["label"]),
         "undesirable": sum(1 for r in data.kto if not r["label"]),
         "dpo_pairs": len(data.dpo),
         "trained_on": len(rows),
+        **({"pooled": pooled["pooled"]} if pooled else {}),
     }
     if not rows:
         timings["total_s"] = time.perf_counter() - started
@@ -129,7 +187,7 @@ def run_round(
     try:
         data.write(folder / "data")
         t = time.perf_counter()
-        trained = finetune(parent_path, rows, folder, config.train, meta={"version": name})
+        trained = finetune(train_from, rows, folder, config.train, meta={"version": name})
         timings["train_s"] = time.perf_counter() - t
         t = time.perf_counter()
         rewards = TraitRewards.fit(events, ridge=config.gate.ridge, reward=config.data.reward)
@@ -163,7 +221,8 @@ def run_round(
             "parent": parent,
             PARENT_MODEL_VERSION: serving.version,
             "status": status,
-            "data": {"folder": "data", **examples, "stats": data.stats},
+            "data": {"folder": "data", **examples, "stats": data.stats, "pooling": pooled},
+            "trained_from": str(train_from) if train_from != parent_path else parent,
             "training": {
                 "method": trained.method,
                 "steps": trained.steps,

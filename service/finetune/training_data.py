@@ -323,6 +323,9 @@ def _kto_rows(
                 "product_id": pid,
                 "variant_id": vid,
                 "text": variant.text,
+                "channel": variant.channel,
+                "language": variant.language,
+                "traits": list(variant.traits),
                 "segments": segs,
             }
         )
@@ -420,3 +423,95 @@ def build_training_data(
         )
     channels = {r["product_id"]: variants[r["variant_id"]].channel for r in kto}
     return TrainingSet(kto, dpo, values, stats, channels)
+
+
+# -- pooling across rounds -----------------------------------------------------------------------
+def _row_variant(row: Mapping[str, Any]) -> Variant | None:
+    """The shown copy an earlier round's row was made from, or None for a row written before
+    rows carried their channel, language and traits (it cannot be checked again)."""
+    try:
+        return Variant(
+            variant_id=row["variant_id"],
+            text=row["text"],
+            language=row["language"],
+            channel=row["channel"],
+            traits=list(row.get("traits") or []),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def pool_rows(
+    current: TrainingSet,
+    earlier: Sequence[Sequence[Mapping[str, Any]]],
+    products: Iterable[Product],
+    *,
+    prompt_format: PromptFormat = "slots-v1",
+    keep_rejudged: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """This round's KTO rows plus those of earlier rounds (``earlier``: newest round first)
+    that are still valid, and counts of what was kept and dropped.
+
+    * Newest evidence wins: one row per (product, variant) and per (prompt, completion), the
+      newest round's. A variant this round judged again (any cell with an estimate) is taught
+      only by this round, whatever it decided, since its log holds the older evidence too;
+      with ``keep_rejudged`` only a label of this round overrules an earlier one (an earlier
+      row stays where this round judged the variant but left it unlabelled).
+    * An earlier row is checked against today's guardrails and the product's current data, as
+      this round's are: copy that fails now is never an example (so never desirable), and a
+      row for a product no longer in the catalog is dropped.
+    * Its prompt is written anew from the product's current data, so every row asks as this
+      round's do."""
+    catalog = {p.product_id: p for p in products}
+    judged = {
+        (v.product_id, v.variant_id)
+        for v in current.values
+        if v.excluded is None and v.p_above_mean is not None
+    }
+    rows = [dict(r, round_age=0) for r in current.kto]
+    seen_ids = {(r["product_id"], r["variant_id"]) for r in rows}
+    seen_text = {(r["prompt"], r["completion"]) for r in rows}
+    counts = {"current": len(rows), "pooled": 0, "judged_again": 0, "duplicate": 0}
+    counts |= {"guardrail": 0, "unreadable": 0, "product_unknown": 0}
+    checkers: dict[tuple[str, str, str], Checker] = {}
+    for age, round_rows in enumerate(earlier, start=1):
+        for row in round_rows:
+            variant = _row_variant(row)
+            pid = str(row.get("product_id", ""))
+            product = catalog.get(pid)
+            if variant is None or not isinstance(row.get("label"), bool):
+                counts["unreadable"] += 1
+                continue
+            if product is None:
+                counts["product_unknown"] += 1
+                continue
+            key = (pid, variant.variant_id)
+            if key in judged and not keep_rejudged:
+                counts["judged_again"] += 1
+                continue
+            if key in seen_ids:
+                counts["duplicate"] += 1
+                continue
+            ck = (pid, variant.channel, variant.language)
+            if ck not in checkers:
+                checkers[ck] = Checker(product, variant.channel, language=variant.language)
+            if checkers[ck].check(variant.text).rules_broken():
+                counts["guardrail"] += 1
+                continue
+            prompt, completion = example(product, variant.channel, variant, prompt_format)
+            if (prompt, completion) in seen_text:
+                counts["duplicate"] += 1
+                continue
+            seen_ids.add(key)
+            seen_text.add((prompt, completion))
+            rows.append(
+                {
+                    **row,
+                    "prompt": prompt,
+                    "completion": completion,
+                    "label": bool(row["label"]),
+                    "round_age": age,
+                }
+            )
+            counts["pooled"] += 1
+    return rows, counts

@@ -15,6 +15,7 @@ from rich.progress import Progress
 from bandit.policy import PolicyConfig
 from bandit.presets import DEFAULT_PRESET, preset, preset_name
 from service.errors import SimulationError
+from service.finetune.rounds import RoundConfig
 from service.simulate import policies
 from service.simulate.catalog import make_catalog
 from service.simulate.finetune_loop import FinetuneOptions, SimulatedRounds
@@ -56,6 +57,9 @@ class SimulationConfig:
     finetune: bool = True
     #: where the rounds' registries and candidates go (default: ``OUT/finetune``)
     finetune_dir: Path | None = None
+    #: the rounds' settings (None: ``RoundConfig()``); the control refreshes by the same
+    #: data and refresh rules and never trains
+    finetune_round: RoundConfig | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in ("inprocess", "kafka"):
@@ -210,7 +214,13 @@ def simulate(
             hook = SimulatedRounds(
                 scenario,
                 products,
-                FinetuneOptions(base, work, scenario.copy_date, train=train),
+                FinetuneOptions(
+                    base,
+                    work,
+                    scenario.copy_date,
+                    train=train,
+                    round=cfg.finetune_round or RoundConfig(),
+                ),
             )
             run = run_bandit_inprocess(
                 world, shoppers, config=cfg.policy, seed=scenario.seed, channel=scenario.channel,
