@@ -262,7 +262,10 @@ class RdKafkaReader:
                     [TopicPartition(t, p) for t, p in keys], timeout=self.request_timeout_s
                 )
             except self._exc as exc:
-                if time.monotonic() > deadline or not exc.args[0].retriable():
+                # "not coordinator" and the like, while a new group's coordinator (or the
+                # offsets topic of a new broker) gets ready: the client does not mark them
+                # retriable, but they pass
+                if time.monotonic() > deadline or exc.args[0].fatal():
                     raise StreamsError(f"reading the committed offsets failed: {exc}") from exc
                 time.sleep(0.2)
                 continue
