@@ -366,7 +366,7 @@ class Learner:
             seen = ts if skew is None else bounded_event_time(ts, logged_ms, skew)
             if seen > latest.get(key, -math.inf):
                 latest[key] = seen
-            if type(event) is Decision or isinstance(event, Decision):
+            if isinstance(event, Decision):
                 if sharded and self.sharding.of_product(event.product_id) != shard:
                     self._misrouted(event)
                 rejected = add_decision(event, (partition, offset))

@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 
 from streams.deadletter import DeadLetterWriter
 from streams.errors import BrokerUnavailable, SerdeError, StreamsError
-from streams.readers import KAFKA_CLIENTS, Reader, open_reader
+from streams.readers import Reader, check_client, open_reader
 from streams.schemas import Event
 from streams.serde import decode
 
@@ -91,10 +91,7 @@ class EventConsumer:
         self.owns_partition = owns_partition
         self.group_id = group_id
         self.deadletter = deadletter
-        if client not in KAFKA_CLIENTS:
-            raise ValueError(
-                f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, got {client!r}"
-            )
+        check_client(client)
         #: the client records are read with (``streams.readers``); :meth:`fetch` reads back
         #: with kafka-python either way
         self.client = client

@@ -17,12 +17,11 @@ import math
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streams.errors import BrokerUnavailable, StreamsError
 
 #: the clients an EventConsumer can read with
-KafkaClient = Literal["kafka-python", "librdkafka"]
 KAFKA_CLIENTS: tuple[str, ...] = ("kafka-python", "librdkafka")
 PartitionKey = tuple[str, int]
 _log = logging.getLogger("streams.librdkafka")
@@ -54,11 +53,16 @@ class Reader(Protocol):
 def open_reader(client: str, config: dict[str, Any]) -> Reader:
     """A reader of kind ``client`` built from kafka-python style settings (``bootstrap_servers``,
     ``group_id``, ``client_id``, ``auto_offset_reset``, ``max_partition_fetch_bytes``, ...)."""
-    if client == "kafka-python":
-        return KafkaPythonReader(config)
-    if client == "librdkafka":
-        return RdKafkaReader(config)
-    raise ValueError(f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, got {client!r}")
+    check_client(client)
+    return KafkaPythonReader(config) if client == "kafka-python" else RdKafkaReader(config)
+
+
+def check_client(client: str) -> None:
+    """A :class:`ValueError` naming the setting when ``client`` is not one of ours."""
+    if client not in KAFKA_CLIENTS:
+        raise ValueError(
+            f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, got {client!r}"
+        )
 
 
 class KafkaPythonReader:
