@@ -48,7 +48,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -84,8 +84,10 @@ def bounded_event_time(event_ts: float, logged_at_ms: int, skew_s: float) -> flo
     return min(event_ts, logged_at_ms / 1000.0 + skew_s)
 
 
-@dataclass(frozen=True)
-class Joined:
+class Joined(NamedTuple):
+    """A closed event that was seen: its decision and the reward it earned (a tuple: the
+    learner makes one per event it learns)."""
+
     decision: Decision
     reward: float
 
@@ -267,10 +269,14 @@ class RewardJoiner:
         return sum(len(v) for v in self._orphans.values())
 
     # -- input ----------------------------------------------------------------------------
-    def add_decision(self, decision: Decision, ref: Ref = None) -> list[Rejected]:
+    def add_decision(
+        self, decision: Decision, ref: Ref = None, ts: float | None = None
+    ) -> list[Rejected]:
         """Open ``decision``'s event; returns buffered feedback for it that cannot count, or
-        the decision itself when ``max_open`` events are open already."""
-        ts = decision.ts.timestamp()
+        the decision itself when ``max_open`` events are open already. ``ts``: its time in
+        epoch seconds, where the caller has it already."""
+        if ts is None:
+            ts = decision.ts.timestamp()
         if self.follow_event_time:
             self._wm = max(self._wm, ts)
         eid = decision.event_id.int
@@ -294,17 +300,23 @@ class RewardJoiner:
                 rejected.append(r)
         return rejected
 
-    def add_feedback(self, feedback: Feedback, ref: Ref = None) -> list[Rejected]:
-        """Count ``feedback`` towards its event (or hold it until its decision arrives)."""
+    def add_feedback(
+        self, feedback: Feedback, ref: Ref = None, ts: float | None = None
+    ) -> list[Rejected]:
+        """Count ``feedback`` towards its event (or hold it until its decision arrives);
+        ``ts`` as for :meth:`add_decision`."""
+        if ts is None:
+            ts = feedback.ts.timestamp()
         if self.follow_event_time:
-            self._wm = max(self._wm, feedback.ts.timestamp())
+            self._wm = max(self._wm, ts)
         self.stats.feedback += 1
-        r = self._attach(feedback, ref)
+        r = self._attach(feedback, ref, ts)
         return [] if r is None else [r]
 
-    def _attach(self, fb: Feedback, ref: Ref) -> Rejected | None:
+    def _attach(self, fb: Feedback, ref: Ref, ts: float | None = None) -> Rejected | None:
         eid = fb.event_id.int
-        ts = fb.ts.timestamp()
+        if ts is None:
+            ts = fb.ts.timestamp()
         op = self._open.get(eid)
         if op is not None:
             fids = op.fids

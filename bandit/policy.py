@@ -188,6 +188,8 @@ class Policy:
         self.model: ScoringModel = self.config.model.build(seed, model)
         #: the action sets of logged decisions, by their ids (decisions of one pool share one)
         self._logged: dict[tuple[str, ...], ActionSet] = {}
+        #: the lists of the decision last looked up, and their action set
+        self._last_logged: tuple[list[str], list[ActionFeatures], ActionSet] | None = None
 
     @property
     def version(self) -> str:
@@ -284,17 +286,22 @@ class Policy:
     def _logged_actions(self, decision: Decision) -> ActionSet:
         """The action set of a logged decision; decisions of one pool share it (and what the
         model prepared for it)."""
-        key = tuple(decision.actions)
-        feats = decision.action_features
+        ids, feats = decision.actions, decision.action_features
+        last = self._last_logged
+        # decoded decisions of one pool share its lists (bandit.wire): the same lists, the
+        # same action set
+        if last is not None and ids is last[0] and feats is last[1]:
+            return last[2]
+        key = tuple(ids)
         hit = self._logged.get(key)
         # list equality checks identity first, element by element, so a pool's shared
         # feature objects compare at C speed
-        if hit is not None and hit.features == feats:
-            return hit
-        if len(self._logged) >= _LOGGED_MAX:
-            self._logged.clear()
-        acts = self._logged[key] = ActionSet(list(zip(key, feats, strict=True)))
-        return acts
+        if hit is None or hit.features != feats:
+            if len(self._logged) >= _LOGGED_MAX:
+                self._logged.clear()
+            hit = self._logged[key] = ActionSet(list(zip(key, feats, strict=True)))
+        self._last_logged = (ids, feats, hit)
+        return hit
 
     def pmf_logged(self, decision: Decision) -> list[float]:
         """This policy's distribution over a logged decision's own actions (for off-policy

@@ -185,8 +185,8 @@ class RefitModel:
         self._dists: dict[int, tuple[ActionSet, dict[Row, list[float]]]] = {}
         #: per (key, value) of a context: its crossed tokens ("U^age=18-24", ...)
         self._items: dict[tuple[str, FeatureValue], Row] = {}
-        #: per context key: whether its namespace is crossed at all
-        self._crossed_keys: dict[str, bool] = {}
+        #: per context key set (in order): the keys to cross, in ``_cross`` order
+        self._plans: dict[tuple[str, ...], tuple[str, ...]] = {}
         #: interned window rows, by (shopper tokens, action tokens)
         self._rows: dict[tuple[Row, Row], Row] = {}
         if model is not None:
@@ -201,31 +201,37 @@ class RefitModel:
 
     def _shared(self, context: Mapping[str, FeatureValue]) -> Row:
         """The context's crossed tokens, namespace by namespace in ``_cross`` order."""
-        items, crossed = self._items, self._crossed_keys
-        per_item: list[Row] = []
-        for item in context.items():
-            key = item[0]
-            wanted = crossed.get(key)
-            if wanted is None:
-                if len(crossed) >= _CACHE_MAX:
-                    crossed.clear()
-                # a key's namespace does not depend on its value
-                wanted = crossed[key] = context_tokens(key, "")[0] in self._cross
-            if not wanted:
-                continue
-            kind = type(item[1])
+        keys = tuple(context)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        items = self._items
+        out: list[str] = []
+        for key in plan:
+            value = context[key]
+            kind = type(value)
             if kind is float or kind is list:  # not memoised: see bandit.vw.shared_line
-                per_item.append(self._item(*item))
+                out += self._item(key, value)
                 continue
+            item = (key, value)
             hit = items.get(item)
             if hit is None:
                 if len(items) >= _CACHE_MAX:
                     items.clear()
-                hit = items[item] = self._item(*item)
-            per_item.append(hit)
-        if len(self._cross) == 1:
-            return tuple(tok for toks in per_item for tok in toks)
-        return tuple(tok for ns in self._cross for toks in per_item for tok in toks if tok[0] == ns)
+                hit = items[item] = self._item(key, value)
+            out += hit
+        return tuple(out)
+
+    def _plan(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The keys of a context with these keys (in this order) whose namespace is crossed,
+        namespace by namespace in ``_cross`` order (a key's namespace does not depend on its
+        value); contexts from one encoder share their keys, so this is made once."""
+        ns_of = {key: context_tokens(key, "")[0] for key in keys}
+        plan = tuple(key for ns in self._cross for key in keys if ns_of[key] == ns)
+        if len(self._plans) >= _DIST_SETS_MAX:
+            self._plans.clear()
+        self._plans[keys] = plan
+        return plan
 
     @staticmethod
     def _row_tokens(shared: Row, tokens: Row) -> Row:

@@ -116,15 +116,31 @@ _FEATURES_MAX = 100_000
 #: a pool's (actions, action_features) JSON -> its decoded lists (None: not valid as is)
 _POOLS: dict[tuple[bytes, bytes], tuple[list[str], list[ActionFeatures]] | None] = {}
 _POOLS_MAX = 10_000
+#: the pool text and result :func:`_pool` last returned
+_LAST_POOL: list[Any] = []
+_MISSING = object()
+
+
+#: per model: the set of all its field names, shared by the instances :func:`assemble` builds
+_FIELDS_SET: dict[type[Any], set[str]] = {}
 
 
 def assemble(cls: type[Any], values: dict[str, Any]) -> Any:
     """A pydantic instance from values already checked against its schema (what
     ``model_construct`` does, without its per-field bookkeeping): every field given, none
-    extra. Used where validating again would cost more than the work around it."""
+    extra. Used where validating again would cost more than the work around it.
+
+    Every instance of ``cls`` built here shares one set of set fields (all of them): a set of
+    13 names is a third of a held decision's memory. The models are frozen, and pydantic copies
+    the set before changing it (``model_copy``), so sharing it changes nothing they report."""
     obj = object.__new__(cls)
     object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    fields = _FIELDS_SET.get(cls)
+    if fields is None or len(fields) != len(values):
+        fields = set(values)
+        if fields == set(cls.model_fields):
+            _FIELDS_SET[cls] = fields
+    object.__setattr__(obj, "__pydantic_fields_set__", fields)
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj
@@ -152,15 +168,19 @@ def _pool(
     actions: msgspec.Raw, features: msgspec.Raw
 ) -> tuple[list[str], list[ActionFeatures]] | None:
     """The decoded pool part of a decision, validated on first sight of its text."""
+    last = _LAST_POOL
+    # a poll's decisions mostly share one pool: comparing its text costs less than hashing it
+    if last and actions == last[0] and features == last[1]:
+        return last[2]
     key = (bytes(actions), bytes(features))
-    try:
-        return _POOLS[key]
-    except KeyError:
-        pass
+    hit = _POOLS.get(key, _MISSING)
+    if hit is not _MISSING:
+        _LAST_POOL[:] = (actions, features, hit)
+        return hit  # type: ignore[return-value]
     try:
         ids = [intern(a) for a in _ACTIONS.decode(key[0])]
         feats = [_features(f) for f in _ACTION_FEATURES.decode(key[1])]
-        hit: tuple[list[str], list[ActionFeatures]] | None = (ids, feats)
+        hit = (ids, feats)
         if len(feats) != len(ids):
             hit = None
     except (msgspec.ValidationError, msgspec.DecodeError):
@@ -168,7 +188,15 @@ def _pool(
     if len(_POOLS) >= _POOLS_MAX:
         _POOLS.clear()
     _POOLS[key] = hit
+    _LAST_POOL[:] = (actions, features, hit)
     return hit
+
+
+def _utc(ts: datetime | msgspec.UnsetType) -> datetime:
+    """An event's time in UTC; now when it has none."""
+    if ts is msgspec.UNSET:
+        return datetime.now(UTC)
+    return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
 
 
 def _consistent(d: _Lean, n: int) -> bool:
@@ -196,19 +224,23 @@ class WireDecision(Decision):
         pool = None if d is None else _pool(d.actions, d.action_features)
         if d is None or pool is None or not _consistent(d, len(pool[0])):
             return Decision.model_validate_json(json_data, **kwargs)
+        context = d.context
+        # pending decisions wait a whole reward window in the learner: strings that repeat
+        # across them (buckets, variant ids) are shared, a third of the memory
+        for k, v in context.items():
+            if type(v) is str:
+                context[k] = intern(v)
         built: Decision = assemble(
             Decision,
             {
                 "schema_version": 1,
                 "event_id": d.event_id,
-                "ts": datetime.now(UTC) if d.ts is msgspec.UNSET else d.ts.astimezone(UTC),
+                "ts": _utc(d.ts),
                 "product_id": d.product_id,
                 "channel": d.channel,
                 "pool_version": d.pool_version,
                 "policy_version": d.policy_version,
-                # pending decisions wait a whole reward window in the learner: strings that
-                # repeat across them (buckets, variant ids) are shared, a third of the memory
-                "context": {k: intern(v) if type(v) is str else v for k, v in d.context.items()},
+                "context": context,
                 # a pool's lists are shared by its decisions: nothing downstream changes them
                 "actions": pool[0],
                 "action_features": pool[1],
@@ -248,7 +280,7 @@ class WireFeedback(Feedback):
                 "schema_version": 1,
                 "feedback_id": f.feedback_id,
                 "event_id": f.event_id,
-                "ts": datetime.now(UTC) if f.ts is msgspec.UNSET else f.ts.astimezone(UTC),
+                "ts": _utc(f.ts),
                 "kind": f.kind,
                 "value": f.value,
             },

@@ -61,6 +61,11 @@ class Received(NamedTuple, Generic[E]):
     event: E
 
 
+#: builds a named tuple from its values without the Python-level ``__new__`` of each call
+#: (half the cost of a ``Received`` made per record)
+_new = tuple.__new__
+
+
 class EventConsumer:
     """Consumes ``topics`` (a map of topic → event model).
 
@@ -175,16 +180,8 @@ class EventConsumer:
                 except SerdeError as exc:
                     self._dead_letter(topic, partition, offset, key, value, exc)
                     continue
-                append(
-                    Received(
-                        topic,
-                        partition,
-                        offset,
-                        key.decode("utf-8", errors="replace") if key is not None else None,
-                        ts,
-                        event,
-                    )
-                )
+                text = key.decode("utf-8", errors="replace") if key is not None else None
+                append(_new(Received, (topic, partition, offset, text, ts, event)))
         except Exception:
             # any failure (a dead letter refused, a sink's own error): the batch is read again
             self._seek(first)
