@@ -48,7 +48,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -196,6 +196,31 @@ _ENCODER = msgspec.json.Encoder()
 _KINDS: dict[str, int] = {kind: 1 << i for i, kind in enumerate(FEEDBACK_KINDS)}
 
 
+_T = TypeVar("_T", bound=tuple[Any, ...])
+
+
+def _pop_due(heap: list[_T], limit: float) -> list[_T]:
+    """The entries of ``heap`` (ordered by their first item, a time) due by ``limit``, taken
+    out in order. One by one while they are few; when more than a sixteenth of the heap is due
+    (a catch-up's end, a flush), the rest are found in one pass and sorted, which costs far
+    less than a pop each."""
+    due: list[_T] = []
+    budget = len(heap) // 16
+    while heap and heap[0][0] <= limit:
+        if len(due) > budget:
+            rest: list[_T] = []
+            more: list[_T] = []
+            for item in heap:
+                (more if item[0] <= limit else rest).append(item)
+            more.sort()
+            due += more  # all after those popped: a heap pops its least first
+            heap[:] = rest
+            heapq.heapify(heap)
+            break
+        due.append(heapq.heappop(heap))
+    return due
+
+
 def _kind_names(mask: int) -> list[str]:
     return [kind for kind, bit in _KINDS.items() if mask & bit]
 
@@ -293,8 +318,11 @@ class RewardJoiner:
             self.stats.late_decisions += 1
         self._open[eid] = _Open(decision, ts + self.window_s, ref)
         heapq.heappush(self._close_heap, (close_at, eid))
+        held = self._orphans.pop(eid, None)
+        if held is None:
+            return []
         rejected: list[Rejected] = []
-        for fb, ref in self._orphans.pop(eid, {}).values():
+        for fb, ref in held.values():
             r = self._attach(fb, ref)
             if r is not None:
                 rejected.append(r)
@@ -374,11 +402,9 @@ class RewardJoiner:
     def _close_until(self, limit: float) -> tuple[list[Joined], list[Rejected]]:
         joined: list[Joined] = []
         heap = self._close_heap
-        due: list[tuple[float, int]] = []
+        due = _pop_due(heap, limit)
         unread: list[tuple[int, _Open]] = []
-        while heap and heap[0][0] <= limit:
-            item = heapq.heappop(heap)
-            due.append(item)
+        for item in due:
             op = self._open[item[1]]
             if op.decision is None and self._reward(op.kinds) is not None:
                 unread.append((item[1], op))
@@ -404,8 +430,10 @@ class RewardJoiner:
                 joined.append(Joined(op.decision, value))  # type: ignore[arg-type]  # read back
         rejected: list[Rejected] = []
         oheap = self._orphan_heap
-        while oheap and oheap[0][0] <= limit:
-            _, eid, fid = heapq.heappop(oheap)
+        if not self._orphans:
+            # every entry is of feedback whose decision came since (or already expired)
+            oheap.clear()
+        for _, eid, fid in _pop_due(oheap, limit):
             held = self._orphans.get(eid)
             entry = held.pop(fid, None) if held is not None else None
             if held is not None and not held:
@@ -414,9 +442,7 @@ class RewardJoiner:
                 self.stats.unknown_feedback += 1
                 detail = "unknown or expired event: no decision within the lateness"
                 rejected.append(Rejected(entry[0], "unknown_event", detail, entry[1]))
-        cheap = self._closed_heap
-        while cheap and cheap[0][0] <= self._wm:
-            _, eid = heapq.heappop(cheap)
+        for _, eid in _pop_due(self._closed_heap, self._wm):
             self._closed.pop(eid, None)
         return joined, rejected
 

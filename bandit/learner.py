@@ -349,8 +349,9 @@ class Learner:
             return self._read_join_learn()
         # a step allocates a few containers per record (the decoded events, the held
         # decisions): automatic collections, woken every 700 of them, would walk everything the
-        # step made again and again (a fifth of the learner's time). Paused for the step; what
-        # it made is then collected once (cycles freed) and the rest frozen (see _freeze).
+        # step made again and again (a fifth of the learner's time). Paused for the step, and
+        # what it made is frozen after it (see _freeze); the records hold no reference cycles,
+        # and any made in a step wait for the sweep.
         paused = gc.isenabled()
         gc.disable()
         try:
@@ -419,14 +420,12 @@ class Learner:
         return len(records)
 
     def _freeze(self) -> None:
-        """Collect what the step made (the young generation: cycles among it are freed), or,
-        when a sweep is due, everything; then move what is left to the permanent generation."""
+        """Move what the learner holds to the permanent generation; when a sweep is due, first
+        put everything back and collect it all (reference cycles made since are freed then)."""
         if time.monotonic() - self._swept_at >= self.config.gc_sweep_every_s:
             gc.unfreeze()
             gc.collect()
             self._swept_at = time.monotonic()
-        else:
-            gc.collect(0)
         gc.freeze()
 
     def _watermark(self, *, idle: bool) -> tuple[float | None, bool]:

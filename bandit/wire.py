@@ -85,12 +85,16 @@ class DecisionRow(msgspec.Struct, gc=False):
         )
 
 
+#: an identifier's length checked by msgspec, its characters by :func:`_known_id`
+_IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=IDENTIFIER_MAX_LENGTH)]
+
+
 class _Lean(msgspec.Struct, gc=False):
     """``Decision`` for msgspec, its pool part left as raw JSON (checked once per distinct
     text by :func:`_pool`)."""
 
     event_id: UUID
-    product_id: _Id
+    product_id: _IdText
     channel: Literal["ad_headline", "product_desc", "push", "social"]
     pool_version: Annotated[int, msgspec.Meta(ge=1)]
     policy_version: _Version
@@ -192,6 +196,23 @@ def _pool(
     return hit
 
 
+#: product ids seen to match ``IDENTIFIER_RE`` (a shop has thousands; a regex per decision
+#: costs a tenth of its decoding)
+_IDS: set[str] = set()
+_IDS_MAX = 100_000
+
+
+def _known_id(value: str) -> bool:
+    if value in _IDS:
+        return True
+    if IDENTIFIER_RE.match(value) is None:
+        return False
+    if len(_IDS) >= _IDS_MAX:
+        _IDS.clear()
+    _IDS.add(value)
+    return True
+
+
 def _utc(ts: datetime | msgspec.UnsetType) -> datetime:
     """An event's time in UTC; now when it has none."""
     if ts is msgspec.UNSET:
@@ -222,7 +243,12 @@ class WireDecision(Decision):
         except (msgspec.ValidationError, msgspec.DecodeError):
             d = None
         pool = None if d is None else _pool(d.actions, d.action_features)
-        if d is None or pool is None or not _consistent(d, len(pool[0])):
+        if (
+            d is None
+            or pool is None
+            or not _consistent(d, len(pool[0]))
+            or not _known_id(d.product_id)
+        ):
             return Decision.model_validate_json(json_data, **kwargs)
         context = d.context
         # pending decisions wait a whole reward window in the learner: strings that repeat

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import heapq
 import random
 import uuid
 
 import pytest
 
 from bandit.errors import CheckpointError, ConfigError
-from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
+from bandit.join import Joined, Rejected, RewardJoiner, _pop_due, bounded_event_time
 from bandit.reward import RewardConfig
 from streams.schemas import Decision, Feedback
 
@@ -245,3 +246,59 @@ def test_state_of_the_first_format_still_loads() -> None:
     assert joiner.add_feedback(feedback(d, "impression", 1, fid="f1")) == []  # a duplicate
     joined, _ = joiner.flush()
     assert joined == [Joined(d, 0.0)] and joiner.stats.duplicate_feedback == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_taking_due_entries_matches_a_pop_each_whether_few_or_most_are_due(seed: int) -> None:
+    """Few due: popped one by one; most due: found in one pass and sorted. Either way the
+    same entries in the same order as popping each, and the rest still a heap."""
+    rng = random.Random(seed)
+    for size in (0, 1, 17, 400):
+        items = [(float(rng.randrange(50)), rng.randrange(1000)) for _ in range(size)]
+        for limit in (-1.0, 2.0, 25.0, 48.0, 100.0):
+            heap = list(items)
+            heapq.heapify(heap)
+            expected, ref = [], list(heap)
+            while ref and ref[0][0] <= limit:
+                expected.append(heapq.heappop(ref))
+            assert _pop_due(heap, limit) == expected
+            assert sorted(heap) == sorted(ref)
+            assert all(
+                heap[i] <= heap[c]
+                for i in range(len(heap))
+                for c in (2 * i + 1, 2 * i + 2)
+                if c < len(heap)
+            )
+
+
+def test_many_windows_closing_at_once_join_in_close_order() -> None:
+    """A catch-up's end: every window closes in one advance (the one-pass path) and events come
+    out in (close time, event id) order, as when they close a few at a time."""
+    rng = random.Random(3)
+    decisions = [decision(rng.random() * 50) for _ in range(300)]
+    bulk, stepwise = _joiner(), _joiner()
+    for j in (bulk, stepwise):
+        for d in decisions:
+            j.add_decision(d)
+            j.add_feedback(feedback(d, "impression", d.ts.timestamp() - at(0).timestamp() + 1))
+    joined_bulk, _ = bulk.advance(at(1000))
+    joined_steps: list[Joined] = []
+    for t in range(100, 1001, 2):
+        joined_steps += stepwise.advance(at(t))[0]
+    assert [j.decision.event_id for j in joined_bulk] == [j.decision.event_id for j in joined_steps]
+    assert len(joined_bulk) == 300
+
+
+def test_held_feedback_entries_are_dropped_once_their_decisions_came() -> None:
+    """Feedback read before its decision is held; once every decision has come, the entries
+    left in the expiry heap are stale and are dropped at the next advance."""
+    j = _joiner()
+    ds = [decision(i) for i in range(20)]
+    for d in ds:
+        j.add_feedback(feedback(d, "impression", 1))
+    assert j.orphans == 20
+    for d in ds:
+        j.add_decision(d)
+    assert j.orphans == 0
+    joined, rejected = j.advance(at(5))
+    assert joined == [] and rejected == [] and j._orphan_heap == []

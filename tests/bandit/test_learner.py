@@ -322,6 +322,50 @@ def test_what_the_learner_holds_is_frozen_out_of_collections_and_released_at_clo
     assert gc.get_freeze_count() == 0
 
 
+def _drive_all(learner: Learner, n: int) -> None:
+    drive(learner, lambda: learner.stats.records >= n)
+
+
+def test_a_step_runs_with_automatic_collections_paused_and_gives_them_back(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """While a step reads, joins and learns, the collector does not wake (what the step makes
+    is frozen after it); between steps, and with ``freeze_gc`` off, it runs as usual."""
+    import gc
+
+    seen: list[bool] = []
+
+    class Watch:
+        def read(self, records: object) -> None:
+            seen.append(gc.isenabled())
+
+        def joined(self, joined: object) -> None:
+            seen.append(gc.isenabled())
+
+        def stepped(self, serving: object, health: object) -> None: ...
+
+        def saving(self) -> None: ...
+
+    events: list[Event] = []
+    for i in range(10):
+        d = decision(i * 0.5, action=i % 4)
+        events += [d, feedback(d, "impression", i * 0.5 + 1)]
+    publish(kafka_bootstrap, topics, events)
+    assert gc.isenabled()
+    for freeze, expected in ((True, False), (False, True)):
+        seen.clear()
+        learner = Learner.connect(
+            _config(topics, tmp_path / str(freeze), freeze_gc=freeze, group_id=f"g{freeze}"),
+            kafka_bootstrap,
+        )
+        learner.observer = Watch()
+        learner.start()
+        _drive_all(learner, len(events))
+        assert seen and set(seen) == {expected}
+        assert gc.isenabled()
+        learner.close()
+
+
 def test_gc_sweep_interval_must_be_positive(topics: Topics, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gc_sweep_every_s"):
         _config(topics, tmp_path, gc_sweep_every_s=0)

@@ -61,6 +61,8 @@ def test_accepted_inputs_decode_alike(changes: dict) -> None:
     [
         {"product_id": "p1\n"},
         {"product_id": ""},
+        {"product_id": "p 1"},  # after valid ids were seen: the known-id cache holds only those
+        {"product_id": "p1/x"},
         {"ts": None},
         {"ts": "2026-03-01T12:00:00"},
         {"pscore": 0.9},
@@ -132,3 +134,15 @@ def test_a_pool_is_checked_once_and_shared() -> None:
     bad["action_features"][0]["language"] = "fr"  # an invalid pool is never cached as valid
     with pytest.raises(SerdeError, match="language"):
         decode(WireDecision, json.dumps(bad).encode())
+
+
+def test_decoded_events_share_one_fields_set_that_copies_never_change() -> None:
+    """Every decoded decision reports all its fields set, from one shared set; a copy with an
+    update gets a set of its own, so the shared one, and every other decision, is unchanged."""
+    a, b = decode(WireDecision, _payload()), decode(WireDecision, _payload(action=0))
+    assert a.model_fields_set == set(Decision.model_fields) == b.model_fields_set
+    copied = a.model_copy(update={"action": 1})
+    assert copied.action == 1 and a.action == 2
+    assert copied.model_fields_set is not a.model_fields_set
+    assert b.model_fields_set == set(Decision.model_fields)
+    assert a.model_dump(exclude_unset=True) == a.model_dump()
