@@ -56,6 +56,7 @@ MODELS: dict[str, type[VWConfig] | type[RefitConfig]] = {
 
 _MAGIC = b"COPYLOOP-POLICY\x01"
 _LOGGED_MAX = 10_000
+_new = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,8 @@ class Policy:
             if not math.isfinite(reward):
                 raise FeatureError("reward", f"must be finite, got {reward!r}")
             acts = self._logged_actions(decision)
-            yield Example(decision.context, acts, decision.action, reward, decision.pscore)
+            # a named tuple built without its Python-level __new__ (one per learned event)
+            yield _new(Example, (decision.context, acts, decision.action, reward, decision.pscore))
 
     def _logged_actions(self, decision: Decision) -> ActionSet:
         """The action set of a logged decision; decisions of one pool share it (and what the

@@ -331,9 +331,13 @@ class RefitModel:
         window, counts, limit = self._window, self._counts, self.config.window
         outcomes, every = self._outcomes, self.config.every
         shared_of, row_of = self._shared, self._row
+        acts: ActionSet | None = None
+        tokens: _Tokens = ()
         with self._lock:
             for ex in examples:
-                tokens = ex.actions.prepared(("refit-tokens",), _action_set_tokens)
+                if ex.actions is not acts:  # a run of one pool's decisions: looked up once
+                    acts = ex.actions
+                    tokens = acts.prepared(("refit-tokens",), _action_set_tokens)
                 row = row_of(shared_of(ex.context), tokens[ex.action])
                 success = ex.reward > 0
                 if len(window) >= limit:

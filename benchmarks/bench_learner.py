@@ -21,6 +21,7 @@ under a fresh prefix, so nothing else on the broker is read or disturbed.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -220,8 +221,12 @@ def main() -> None:
         t0 = time.perf_counter()
         got = 0
         refs: list[tuple[int, int]] = []
+        # as the learner reads: its batch size, automatic collections paused while it reads
+        batch = LearnerConfig.poll_max_records
         while got < len(events) + 1 and time.perf_counter() - t0 < 600:
-            records = reader.poll(0.5, 2000)
+            gc.disable()
+            records = reader.poll(0.5, batch)
+            gc.enable()
             got += len(records)
             refs += [(r.partition, r.offset) for r in records if r.topic == topics.decisions]
             progress.update(task, completed=got)
