@@ -102,10 +102,11 @@ class LearnerConfig:
     #: the client the topics are read with (``streams.readers``): librdkafka fetches and
     #: parses ahead of the learner in threads of its own; kafka-python is the pure-Python one
     kafka_client: str = "librdkafka"
-    #: after each poll, move what the learner holds into the collector's permanent generation
-    #: (``gc.freeze``): open decisions wait a whole reward window, and full collections that
-    #: walk them again and again cost about a third of the learner's time. They are still freed
-    #: when released; only reference cycles among them wait for the sweep below.
+    #: pause automatic collections during each step, and after it move what the learner holds
+    #: into the collector's permanent generation (``gc.freeze``): open decisions wait a whole
+    #: reward window, and collections that walk them, and each step's new records, again and
+    #: again cost about a third of the learner's time. They are still freed when released;
+    #: only reference cycles wait for the sweep below.
     freeze_gc: bool = True
     #: how often the frozen objects are put back and swept by a full collection
     gc_sweep_every_s: float = 600.0
