@@ -110,6 +110,13 @@ class LearnerConfig:
     freeze_gc: bool = True
     #: how often the frozen objects are put back and swept by a full collection
     gc_sweep_every_s: float = 600.0
+    #: while decisions are still unread, stop reading feedback once it runs this far (event
+    #: time, s) ahead of the latest decision read, and read it again when they catch up (None:
+    #: read both as the client delivers). A catch-up then meets each decision before its
+    #: feedback, which otherwise waits, held, for its decision (librdkafka hands over the
+    #: small feedback records far faster than decisions). With librdkafka only: kafka-python
+    #: does not pause partitions reliably.
+    feedback_lead_s: float | None = 1.0
     #: judge each snapshot on decisions it never learned before rankers get it (bandit.promotion)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     #: this learner's model shard of ``shards`` (streams.shards): it reads only the partitions
@@ -140,6 +147,12 @@ class LearnerConfig:
             raise ConfigError(
                 f"`kafka_client` must be one of {', '.join(KAFKA_CLIENTS)}, "
                 f"got {self.kafka_client!r}"
+            )
+        if self.feedback_lead_s is not None and not (
+            isinstance(self.feedback_lead_s, int | float) and 0 <= self.feedback_lead_s < math.inf
+        ):
+            raise ConfigError(
+                f"`feedback_lead_s` must be >= 0 and finite, or None, got {self.feedback_lead_s!r}"
             )
         if not self.gc_sweep_every_s > 0:
             raise ConfigError(f"`gc_sweep_every_s` must be > 0, got {self.gc_sweep_every_s}")
@@ -400,6 +413,8 @@ class Learner:
             if rejected:
                 self._dead_letter(rejected)
         watermark, caught_up = self._watermark(idle=not records)
+        if self.config.feedback_lead_s is not None and self.config.kafka_client == "librdkafka":
+            self._pace_feedback(self.config.feedback_lead_s)
         if caught_up and not records and self.config.idle_close:
             # nothing unread anywhere: time itself moves the windows on (never during a
             # catch-up, whose old events would close before their feedback is read)
@@ -469,6 +484,35 @@ class Learner:
             low = min(behind)
             return (None if low == -math.inf else low), False
         return (max(latest.values()) if latest else None), True
+
+    def _pace_feedback(self, lead_s: float) -> None:
+        """Pause the feedback partitions while decisions are unread and every feedback
+        partition read so far is more than ``lead_s`` of event time ahead of the latest
+        decision read; resume them otherwise. Pausing never closes a window early: a paused
+        partition still holds unread records, so the watermark waits for it."""
+        topics = self.config.topics
+        latest, positions = self._latest, self.consumer.positions
+        decisions_behind = False
+        decided = -math.inf
+        feedback: list[PartitionKey] = []
+        fed: list[float] = []
+        for key, end in self._ends.items():
+            if key[0] == topics.decisions:
+                decided = max(decided, latest.get(key, -math.inf))
+                pos = positions.get(key)
+                if (pos is None and end > 0 and key not in self._drained) or (
+                    pos is not None and pos < end
+                ):
+                    decisions_behind = True
+            elif key[0] == topics.feedback:
+                feedback.append(key)
+                if key in latest:
+                    fed.append(latest[key])
+        ahead = decisions_behind and bool(fed) and min(fed) > decided + lead_s
+        if ahead:
+            self.consumer.pause(feedback)
+        elif self.consumer.paused:
+            self.consumer.resume(feedback)
 
     def checkpoint(self) -> Checkpoint:
         """Save model + offsets + joiner + count atomically; cut a snapshot if the model learned

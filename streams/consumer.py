@@ -109,6 +109,8 @@ class EventConsumer:
             **consumer_config,
         }
         self._reader: Reader | None = None
+        #: partitions paused by :meth:`pause`
+        self.paused: set[PartitionKey] = set()
         #: the second client :meth:`fetch` reads with, and where it stands per partition
         self._fetcher: KafkaConsumer | None = None
         self._ahead: dict[PartitionKey, _Ahead] = {}
@@ -245,6 +247,21 @@ class EventConsumer:
         self._reader.seek({key: off for key, off in places.items() if key in mine})
         self.positions.update({key: off for key, off in targets.items() if key in mine})
 
+    def pause(self, keys: Iterable[PartitionKey]) -> None:
+        """Read nothing more from ``keys`` (assigned partitions) until :meth:`resume`; their
+        places are kept, through a rewind too."""
+        todo = sorted(set(keys) - self.paused)
+        if todo:
+            self._client().pause(todo)
+            self.paused.update(todo)
+
+    def resume(self, keys: Iterable[PartitionKey]) -> None:
+        todo = sorted(set(keys) & self.paused)
+        if todo:
+            # each from the next record not handed out (None: never read, where it started)
+            self._client().resume({key: self.positions.get(key, -1) for key in todo})
+            self.paused.difference_update(todo)
+
     def committed(self, key: PartitionKey) -> int | None:
         return self._client().committed(key)
 
@@ -327,6 +344,7 @@ class EventConsumer:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        self.paused.clear()
         if self._fetcher is not None:
             self._fetcher.close(autocommit=False)
             self._fetcher = None

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from streams.errors import BrokerUnavailable, StreamsError
@@ -41,6 +41,8 @@ class Reader(Protocol):
     def assigned(self) -> set[PartitionKey]: ...
     def poll(self, timeout_s: float, max_records: int) -> list[RawRecord]: ...
     def seek(self, targets: dict[PartitionKey, int]) -> None: ...
+    def pause(self, keys: Sequence[PartitionKey]) -> None: ...
+    def resume(self, places: dict[PartitionKey, int]) -> None: ...
     def commit(self, offsets: dict[PartitionKey, int]) -> None: ...
     def committed(self, key: PartitionKey) -> int | None: ...
     def end_offsets(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]: ...
@@ -118,6 +120,14 @@ class KafkaPythonReader:
         except self._error as exc:
             raise StreamsError(f"seeking back to {targets} failed: {exc}") from exc
 
+    def pause(self, keys: Sequence[PartitionKey]) -> None:
+        # kafka-python 3.0, seen here: a partition paused while a fetch for it is in flight is
+        # never fetched again after resume(), not even after a seek
+        raise StreamsError("the kafka-python reader does not pause partitions; use librdkafka")
+
+    def resume(self, places: dict[PartitionKey, int]) -> None:
+        raise StreamsError("the kafka-python reader does not pause partitions; use librdkafka")
+
     def commit(self, offsets: dict[PartitionKey, int]) -> None:
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
@@ -193,6 +203,7 @@ class RdKafkaReader:
         self._has_group = bool(config.get("group_id"))
         self._admin: Any = None
         self._assigned: list[PartitionKey] = []
+        self._paused: set[PartitionKey] = set()
         self._parts: dict[str, tuple[float, set[int]]] = {}
         self._c = self._consumer()
 
@@ -337,8 +348,35 @@ class RdKafkaReader:
         try:
             self._warm()
             self._c.assign(self._tps(targets))
+            if self._paused:  # the fresh consumer keeps what was paused paused
+                self._c.pause(self._tp_list(self._paused))
         except self._exc as exc:
             raise StreamsError(f"seeking back to {targets} failed: {exc}") from exc
+
+    @staticmethod
+    def _tp_list(keys: Iterable[PartitionKey]) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(t, p) for t, p in sorted(keys)]
+
+    def pause(self, keys: Sequence[PartitionKey]) -> None:
+        """Fetch nothing more from ``keys`` until :meth:`resume`. The client drops what it
+        fetched ahead for them and, on resuming, fetches from the next record not handed out,
+        so nothing is skipped or handed out twice."""
+        try:
+            self._c.pause(self._tp_list(keys))
+        except self._exc as exc:
+            raise StreamsError(f"pausing {list(keys)} failed: {exc}") from exc
+        self._paused.update(keys)
+
+    def resume(self, places: dict[PartitionKey, int]) -> None:
+        """Fetch from the paused partitions again; the client starts each at the next record
+        it has not handed out (``places`` says the same)."""
+        try:
+            self._c.resume(self._tp_list(places))
+        except self._exc as exc:
+            raise StreamsError(f"resuming {sorted(places)} failed: {exc}") from exc
+        self._paused.difference_update(places)
 
     def commit(self, offsets: dict[PartitionKey, int]) -> None:
         from confluent_kafka import TopicPartition

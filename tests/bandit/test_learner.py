@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import uuid
 from pathlib import Path
@@ -364,6 +365,45 @@ def test_a_step_runs_with_automatic_collections_paused_and_gives_them_back(
         assert seen and set(seen) == {expected}
         assert gc.isenabled()
         learner.close()
+
+
+def test_feedback_far_ahead_of_its_decisions_waits_for_them_and_every_event_joins(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    """A backlog whose feedback the client delivers before the decisions (the small records
+    come many to a fetch): the feedback partitions pause while they lead, resume once the
+    decisions catch up, and every event is joined once, as without pausing."""
+    shown = [decision(i * 0.02, action=i % 4) for i in range(3000)]
+    fb = [feedback(d, "impression", i * 0.02) for i, d in enumerate(shown)]
+    clicks = [feedback(d, "click", i * 0.02 + 1) for i, d in enumerate(shown) if i % 7 == 0]
+    publish(kafka_bootstrap, topics, [*fb, *clicks])
+    publish(kafka_bootstrap, topics, [*shown, _tick(1000.0)])
+    results = {}
+    for lead in (1.0, None):
+        learner = Learner.connect(
+            _config(topics, tmp_path / str(lead), feedback_lead_s=lead, group_id=f"g{lead}"),
+            kafka_bootstrap,
+        )
+        pauses = 0
+        learner.start()
+        for _ in range(600):
+            learner.step()
+            pauses += bool(learner.consumer.paused)
+            if learner.stats.learned >= len(shown):
+                break
+        assert not learner.consumer.paused or learner.stats.learned < len(shown)
+        results[lead] = (learner.stats.learned, learner.joiner.stats.to_dict(), pauses)
+        learner.close()
+    assert results[1.0][0] == results[None][0] == len(shown)
+    assert results[1.0][1] == results[None][1]
+    assert results[1.0][1]["joined"] == len(shown) and results[1.0][1]["unknown_feedback"] == 0
+    assert results[None][2] == 0
+
+
+def test_feedback_lead_must_be_finite_and_not_negative(topics: Topics, tmp_path: Path) -> None:
+    for bad in (-1.0, math.inf, "1"):
+        with pytest.raises(ConfigError, match="feedback_lead_s"):
+            _config(topics, tmp_path, feedback_lead_s=bad)
 
 
 def test_gc_sweep_interval_must_be_positive(topics: Topics, tmp_path: Path) -> None:

@@ -156,3 +156,36 @@ def test_the_learner_client_setting_is_checked_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="learner_kafka_client"):
         Settings(learner_kafka_client="java")  # type: ignore[arg-type]
     assert Settings().learner_kafka_client == "librdkafka"
+
+
+def test_a_paused_partition_hands_out_nothing_until_resumed_then_goes_on_where_it_stopped(
+    kafka_bootstrap: str, topics: Topics
+) -> None:
+    """librdkafka: records it had fetched ahead for a paused partition are not handed out;
+    after resume() the partition goes on from the next record not handed out (no gap, no
+    repeat), and a rewind while paused keeps it paused."""
+    consumer, key = _assigned_at(kafka_bootstrap, topics, "librdkafka", 600, 0)
+    first = consumer.poll(10.0, 50)
+    while not first:
+        first = consumer.poll(10.0, 50)
+    consumer.pause([key])
+    assert consumer.paused == {key}
+    held: list[Received] = []
+    for _ in range(4):  # the client has fetched far ahead; none of it comes while paused
+        held += consumer.poll(0.3, 1000)
+    consumer.rewind({key: consumer.positions[key]})  # a fresh client, still paused
+    held += consumer.poll(0.5, 1000)
+    consumer.resume([key])
+    assert consumer.paused == set()
+    rest = _drain(consumer, 600 - len(first))
+    consumer.close()
+    assert held == []
+    assert [r.offset for r in first + rest] == list(range(600))
+
+
+def test_the_kafka_python_reader_refuses_to_pause(kafka_bootstrap: str, topics: Topics) -> None:
+    consumer, key = _assigned_at(kafka_bootstrap, topics, "kafka-python", 3, 0)
+    with pytest.raises(StreamsError, match="does not pause"):
+        consumer.pause([key])
+    assert consumer.paused == set()
+    consumer.close()
