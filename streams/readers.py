@@ -363,20 +363,23 @@ class RdKafkaReader:
         """Fetch nothing more from ``keys`` until :meth:`resume`. The client drops what it
         fetched ahead for them and, on resuming, fetches from the next record not handed out,
         so nothing is skipped or handed out twice."""
-        try:
-            self._c.pause(self._tp_list(keys))
-        except self._exc as exc:
-            raise StreamsError(f"pausing {list(keys)} failed: {exc}") from exc
-        self._paused.update(keys)
+        self._pausing(keys, pause=True)
 
     def resume(self, places: dict[PartitionKey, int]) -> None:
         """Fetch from the paused partitions again; the client starts each at the next record
         it has not handed out (``places`` says the same)."""
+        self._pausing(list(places), pause=False)
+
+    def _pausing(self, keys: Sequence[PartitionKey], *, pause: bool) -> None:
         try:
-            self._c.resume(self._tp_list(places))
+            (self._c.pause if pause else self._c.resume)(self._tp_list(keys))
         except self._exc as exc:
-            raise StreamsError(f"resuming {sorted(places)} failed: {exc}") from exc
-        self._paused.difference_update(places)
+            verb = "pausing" if pause else "resuming"
+            raise StreamsError(f"{verb} {sorted(keys)} failed: {exc}") from exc
+        if pause:
+            self._paused.update(keys)
+        else:
+            self._paused.difference_update(keys)
 
     def commit(self, offsets: dict[PartitionKey, int]) -> None:
         from confluent_kafka import TopicPartition
