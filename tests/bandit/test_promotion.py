@@ -103,6 +103,7 @@ class Log:
     )
     records: list[Received[Event]] = field(default_factory=list)
     positions: dict[PartitionKey, int] = field(default_factory=dict)
+    paused: set[PartitionKey] = field(default_factory=set)
 
     def append(self, events: list[Event]) -> None:
         for e in events:
@@ -117,10 +118,20 @@ class Log:
     rewind = assign
 
     def poll(self, timeout_s: float, max_records: int) -> list[Received[Event]]:
-        unread = [r for r in self.records if r.offset >= self.positions.get((r.topic, 0), 0)]
+        unread = [
+            r
+            for r in self.records
+            if r.offset >= self.positions.get((r.topic, 0), 0) and (r.topic, 0) not in self.paused
+        ]
         for r in unread[:max_records]:
             self.positions[(r.topic, 0)] = r.offset + 1
         return unread[:max_records]
+
+    def pause(self, keys: list[PartitionKey]) -> None:
+        self.paused.update(keys)
+
+    def resume(self, keys: list[PartitionKey]) -> None:
+        self.paused.difference_update(keys)
 
     def end_offsets(self) -> dict[PartitionKey, int]:
         ends: dict[PartitionKey, int] = {(t, 0): 0 for t in self.topics}

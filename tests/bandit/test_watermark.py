@@ -24,9 +24,16 @@ class Offsets:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     ends: dict[tuple[str, int], int] = field(default_factory=dict)
     topics: dict[str, object] = field(default_factory=dict)
+    paused: set[tuple[str, int]] = field(default_factory=set)
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
         return dict(self.ends)
+
+    def pause(self, keys: list[tuple[str, int]]) -> None:
+        self.paused.update(keys)
+
+    def resume(self, keys: list[tuple[str, int]]) -> None:
+        self.paused.difference_update(keys)
 
 
 def _learner(offsets: Offsets, tmp_path: Path) -> Learner:
@@ -64,7 +71,8 @@ class Stream(Offsets):
     queued: list[Received[Event]] = field(default_factory=list)
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Received[Event]]:
-        out, self.queued = self.queued, []
+        out = [r for r in self.queued if (r.topic, r.partition) not in self.paused]
+        self.queued = [r for r in self.queued if (r.topic, r.partition) in self.paused]
         for r in out:
             key = (r.topic, r.partition)
             self.positions[key] = self.ends[key] = r.offset + 1
