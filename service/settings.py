@@ -92,6 +92,14 @@ class Settings(BaseSettings):
         description="the client the learner reads the topics with (streams.readers): "
         "librdkafka parses and fetches ahead in C threads; kafka-python is pure Python",
     )
+    learner_feedback_lead_s: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="while decisions are unread, the learner stops reading feedback that runs "
+        "this far (event-time seconds) ahead of them and reads it again when they catch up "
+        "(librdkafka only); a lead longer than any backlog (1e9) reads both as delivered",
+    )
     learner_metrics_port: int = Field(
         default=9464,
         ge=0,

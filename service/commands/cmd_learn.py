@@ -138,6 +138,7 @@ def learn(
             shard=settings.learner_shard,
             shards=settings.learner_shards,
             kafka_client=settings.learner_kafka_client,
+            feedback_lead_s=settings.learner_feedback_lead_s,
         )
         admin = TopicAdmin(settings.kafka_bootstrap)
         admin.ensure(settings.topics, partitions=settings.topic_partitions)

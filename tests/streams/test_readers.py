@@ -158,6 +158,20 @@ def test_the_learner_client_setting_is_checked_by_name(tmp_path: Path) -> None:
     assert Settings().learner_kafka_client == "librdkafka"
 
 
+def test_the_feedback_lead_setting_is_checked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    assert Settings().learner_feedback_lead_s == 1.0
+    monkeypatch.setenv("COPYLOOP_LEARNER_FEEDBACK_LEAD_S", "2.5")
+    assert Settings().learner_feedback_lead_s == 2.5
+    for bad in ("-1", "inf", "soon"):
+        monkeypatch.setenv("COPYLOOP_LEARNER_FEEDBACK_LEAD_S", bad)
+        with pytest.raises(ValidationError, match="learner_feedback_lead_s"):
+            Settings()
+
+
 def test_a_paused_partition_hands_out_nothing_until_resumed_then_goes_on_where_it_stopped(
     kafka_bootstrap: str, topics: Topics
 ) -> None:
