@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from bandit.checkpoint import Checkpoint
 from bandit.errors import BanditError, CheckpointError, ConfigError
-from bandit.join import Joined, Rejected, RewardJoiner
+from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
 from bandit.policy import Policy, PolicyConfig
 from bandit.promotion import PromotionConfig, PromotionGate, Serving
 from bandit.reward import DEFAULT_REWARD, RewardConfig
@@ -396,10 +396,7 @@ class Learner:
                 self._reject_future(rec, now)
                 continue
             key = (topic, partition)
-            # bounded_event_time, inline: it runs for every record
-            seen = ts
-            if skew is not None and logged_ms >= 0 and logged_ms / 1000.0 + skew < ts:
-                seen = logged_ms / 1000.0 + skew
+            seen = ts if skew is None else bounded_event_time(ts, logged_ms, skew)
             if seen > latest.get(key, -math.inf):
                 latest[key] = seen
             if isinstance(event, Decision):
@@ -469,21 +466,24 @@ class Learner:
             self._ends_at = time.monotonic()
         behind: list[float] = []
         for key, end in self._ends.items():
-            pos = positions.get(key)
-            if pos is None:
-                # never read from: where it starts is the client's secret (an empty log may
-                # start past 0), so it counts as behind until polls have come back empty for
-                # a while: one slow fetch must not pass for an empty partition
-                if idle_for >= _DRAINED_AFTER_S:
-                    self._drained.add(key)
-                if end > 0 and key not in self._drained:
-                    behind.append(latest.get(key, -math.inf))
-            elif pos < end:
+            if idle_for >= _DRAINED_AFTER_S and key not in positions:
+                self._drained.add(key)
+            if self._unread(key, end):
                 behind.append(latest.get(key, -math.inf))
         if behind:
             low = min(behind)
             return (None if low == -math.inf else low), False
         return (max(latest.values()) if latest else None), True
+
+    def _unread(self, key: PartitionKey, end: int) -> bool:
+        """Whether partition ``key`` (its log ending at ``end``) still holds unread records.
+        One never read from counts as holding some (where it starts is the client's secret:
+        an empty log may start past 0) until polls have come back empty for a while
+        (``_drained``): one slow fetch must not pass for an empty partition."""
+        pos = self.consumer.positions.get(key)
+        if pos is None:
+            return end > 0 and key not in self._drained
+        return pos < end
 
     def _pace_feedback(self, lead_s: float) -> None:
         """Pause the feedback partitions while decisions are unread and every feedback
@@ -491,7 +491,7 @@ class Learner:
         decision read; resume them otherwise. Pausing never closes a window early: a paused
         partition still holds unread records, so the watermark waits for it."""
         topics = self.config.topics
-        latest, positions = self._latest, self.consumer.positions
+        latest = self._latest
         decisions_behind = False
         decided = -math.inf
         feedback: list[PartitionKey] = []
@@ -499,11 +499,7 @@ class Learner:
         for key, end in self._ends.items():
             if key[0] == topics.decisions:
                 decided = max(decided, latest.get(key, -math.inf))
-                pos = positions.get(key)
-                if (pos is None and end > 0 and key not in self._drained) or (
-                    pos is not None and pos < end
-                ):
-                    decisions_behind = True
+                decisions_behind = decisions_behind or self._unread(key, end)
             elif key[0] == topics.feedback:
                 feedback.append(key)
                 if key in latest:

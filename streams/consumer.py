@@ -258,8 +258,7 @@ class EventConsumer:
     def resume(self, keys: Iterable[PartitionKey]) -> None:
         todo = sorted(set(keys) & self.paused)
         if todo:
-            # each from the next record not handed out (None: never read, where it started)
-            self._client().resume({key: self.positions.get(key, -1) for key in todo})
+            self._client().resume(todo)
             self.paused.difference_update(todo)
 
     def committed(self, key: PartitionKey) -> int | None:

@@ -42,7 +42,7 @@ class Reader(Protocol):
     def poll(self, timeout_s: float, max_records: int) -> list[RawRecord]: ...
     def seek(self, targets: dict[PartitionKey, int]) -> None: ...
     def pause(self, keys: Sequence[PartitionKey]) -> None: ...
-    def resume(self, places: dict[PartitionKey, int]) -> None: ...
+    def resume(self, keys: Sequence[PartitionKey]) -> None: ...
     def commit(self, offsets: dict[PartitionKey, int]) -> None: ...
     def committed(self, key: PartitionKey) -> int | None: ...
     def end_offsets(self, keys: Sequence[PartitionKey]) -> dict[PartitionKey, int]: ...
@@ -125,7 +125,7 @@ class KafkaPythonReader:
         # never fetched again after resume(), not even after a seek
         raise StreamsError("the kafka-python reader does not pause partitions; use librdkafka")
 
-    def resume(self, places: dict[PartitionKey, int]) -> None:
+    def resume(self, keys: Sequence[PartitionKey]) -> None:
         raise StreamsError("the kafka-python reader does not pause partitions; use librdkafka")
 
     def commit(self, offsets: dict[PartitionKey, int]) -> None:
@@ -365,10 +365,9 @@ class RdKafkaReader:
         so nothing is skipped or handed out twice."""
         self._pausing(keys, pause=True)
 
-    def resume(self, places: dict[PartitionKey, int]) -> None:
-        """Fetch from the paused partitions again; the client starts each at the next record
-        it has not handed out (``places`` says the same)."""
-        self._pausing(list(places), pause=False)
+    def resume(self, keys: Sequence[PartitionKey]) -> None:
+        """Fetch from ``keys`` again, each from the next record not handed out."""
+        self._pausing(keys, pause=False)
 
     def _pausing(self, keys: Sequence[PartitionKey], *, pause: bool) -> None:
         try:

@@ -133,3 +133,29 @@ def test_a_partition_read_past_its_copied_end_makes_the_ends_read_again(tmp_path
     offsets.positions[d] = 12
     learner._latest[d] = 150.0
     assert learner._watermark(idle=False) == (160.0, True)
+
+
+def test_feedback_leading_unread_decisions_is_paused_until_they_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The feedback partitions pause while decisions are unread and all feedback read leads
+    the latest decision by more than the lead; they resume once the decisions catch up in
+    event time, or once no decision is left unread."""
+    d, f0, f1 = ("w.decisions", 0), ("w.feedback", 0), ("w.feedback", 1)
+    offsets = Offsets(positions={d: 3, f0: 50, f1: 40}, ends={d: 100, f0: 100, f1: 100})
+    learner = _learner(offsets, tmp_path)
+    learner._ends = dict(offsets.ends)
+    learner._latest.update({d: 10.0, f0: 30.0, f1: 12.0})
+    learner._pace_feedback(1.0)
+    assert offsets.paused == {f0, f1}  # the least-advanced feedback (12) leads 10 by 2 s
+    learner._latest[d] = 11.5  # within the lead of the feedback partition furthest behind
+    learner._pace_feedback(1.0)
+    assert offsets.paused == set()
+    learner._latest[d] = 5.0
+    learner._pace_feedback(1.0)
+    assert offsets.paused == {f0, f1}
+    offsets.positions[d] = 100  # every decision read: feedback is all that is left
+    learner._pace_feedback(1.0)
+    assert offsets.paused == set()
+    learner._pace_feedback(20.0)
+    assert offsets.paused == set()
