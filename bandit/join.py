@@ -84,6 +84,10 @@ def bounded_event_time(event_ts: float, logged_at_ms: int, skew_s: float) -> flo
     return min(event_ts, logged_at_ms / 1000.0 + skew_s)
 
 
+#: builds a :class:`Joined` without its Python-level ``__new__`` (one per learned event)
+_new = tuple.__new__
+
+
 class Joined(NamedTuple):
     """A closed event that was seen: its decision and the reward it earned (a tuple: the
     learner makes one per event it learns)."""
@@ -415,19 +419,24 @@ class RewardJoiner:
                 for item in due:  # nothing closed: the caller may retry (or rewind)
                     heapq.heappush(heap, item)
                 raise
+        pop_open, closed, closed_heap = self._open.pop, self._closed, self._closed_heap
+        rewards, wm, span = self._rewards, self._wm, self.window_s + self.lateness_s
+        unseen = 0
         for close_at, eid in due:
-            op = self._open.pop(eid)
+            op = pop_open(eid)
             # remember it for a window's span of event time after it closed, to tell late or
             # repeated messages for it from unknown ones
-            forget_at = max(close_at, self._wm) + self.window_s + self.lateness_s
-            self._closed[eid] = forget_at
-            heapq.heappush(self._closed_heap, (forget_at, eid))
-            value = self._reward(op.kinds)
+            forget_at = (close_at if close_at > wm else wm) + span
+            closed[eid] = forget_at
+            heapq.heappush(closed_heap, (forget_at, eid))
+            kinds = op.kinds
+            value = rewards[kinds] if kinds in rewards else self._reward(kinds)
             if value is None:
-                self.stats.unseen += 1
+                unseen += 1
             else:
-                self.stats.joined += 1
-                joined.append(Joined(op.decision, value))  # type: ignore[arg-type]  # read back
+                joined.append(_new(Joined, (op.decision, value)))
+        self.stats.unseen += unseen
+        self.stats.joined += len(joined)
         rejected: list[Rejected] = []
         oheap = self._orphan_heap
         if not self._orphans:

@@ -35,7 +35,12 @@ def decode(model: type[E], data: bytes | None) -> E:
     try:
         return model.model_validate_json(data)
     except ValidationError as exc:
-        raise SerdeError(f"invalid {model.__name__}: {describe(exc)}") from exc
+        raise invalid(model, exc) from exc
+
+
+def invalid(model: type[Event], exc: ValidationError) -> SerdeError:
+    """The error :func:`decode` raises for a value that ``model`` refuses."""
+    return SerdeError(f"invalid {model.__name__}: {describe(exc)}")
 
 
 @contextlib.contextmanager

@@ -69,6 +69,9 @@ def test_accepted_inputs_decode_alike(changes: dict) -> None:
         {"action": 7},
         {"action_dist": [0.5, 0.5, 0.5, 0.5]},
         {"action_dist": [0.25, 0.25, 0.25]},
+        {"action_dist": [0.5, -0.25, 0.5, 0.25], "pscore": 0.5, "action": 0},  # sums to 1
+        {"action_dist": [0.25, float("nan"), 0.5, 0.25]},
+        {"action_dist": [0.25, float("inf"), 0.5, 0.25]},
         {"channel": "tv"},
         {"schema_version": 2},
         {"context": {"a": {"nested": 1}}},
