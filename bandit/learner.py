@@ -421,8 +421,8 @@ class Learner:
             self.gate.observe(joined)
             if observer is not None:
                 observer.joined(joined)
-            self.policy.learn_many((j.decision, j.reward) for j in joined)
-            self.stats.rewards += math.fsum(j.reward for j in joined)
+            self.policy.learn_many(joined)  # a Joined is a (decision, reward) pair
+            self.stats.rewards += math.fsum([j.reward for j in joined])
         self._dead_letter(rejected)
         self.stats.records += len(records)
         self.stats.learned = self.policy.learned

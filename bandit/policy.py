@@ -278,10 +278,19 @@ class Policy:
         return n
 
     def _examples(self, items: Iterable[tuple[Decision, float]]) -> Iterator[Example]:
+        isfinite = math.isfinite
         for decision, reward in items:
-            if not math.isfinite(reward):
+            if not isfinite(reward):
                 raise FeatureError("reward", f"must be finite, got {reward!r}")
-            acts = self._logged_actions(decision)
+            last = self._last_logged
+            if (
+                last is not None
+                and decision.actions is last[0]
+                and decision.action_features is last[1]
+            ):
+                acts = last[2]  # _logged_actions' own first check, without its call
+            else:
+                acts = self._logged_actions(decision)
             # a named tuple built without its Python-level __new__ (one per learned event)
             yield _new(Example, (decision.context, acts, decision.action, reward, decision.pscore))
 
