@@ -186,7 +186,7 @@ class RefitModel:
         #: per (key, value) of a context: its crossed tokens ("U^age=18-24", ...)
         self._items: dict[tuple[str, FeatureValue], Row] = {}
         #: per context key set (in order): the keys to cross, in ``_cross`` order
-        self._plans: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._plans: dict[tuple[str, ...], tuple[tuple[str, bool], ...]] = {}
         #: interned window rows, by (shopper tokens, action tokens)
         self._rows: dict[tuple[Row, Row], Row] = {}
         if model is not None:
@@ -207,12 +207,14 @@ class RefitModel:
             plan = self._plan(keys)
         items = self._items
         out: list[str] = []
-        for key in plan:
+        for key, idlike in plan:
             value = context[key]
             kind = type(value)
             if kind is float or kind is list:  # not memoised: see bandit.vw.shared_line
                 out += self._item(key, value)
                 continue
+            if idlike:
+                continue  # every token skipped (``_SKIP_CROSS``): nothing to look up or keep
             item = (key, value)
             hit = items.get(item)
             if hit is None:
@@ -222,12 +224,20 @@ class RefitModel:
             out += hit
         return tuple(out)
 
-    def _plan(self, keys: tuple[str, ...]) -> tuple[str, ...]:
+    def _plan(self, keys: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
         """The keys of a context with these keys (in this order) whose namespace is crossed,
         namespace by namespace in ``_cross`` order (a key's namespace does not depend on its
-        value); contexts from one encoder share their keys, so this is made once."""
-        ns_of = {key: context_tokens(key, "")[0] for key in keys}
-        plan = tuple(key for ns in self._cross for key in keys if ns_of[key] == ns)
+        value); contexts from one encoder share their keys, so this is made once. Each key
+        comes with whether all its tokens are skipped unless its value is a float (a shopper
+        id: ``id=...``, where a float would give ``id:x``), so a new shopper's id is neither
+        looked up nor cached."""
+        found = {key: context_tokens(key, "") for key in keys}
+        plan = tuple(
+            (key, all(t.startswith(_SKIP_CROSS) for t in found[key][1]))
+            for ns in self._cross
+            for key in keys
+            if found[key][0] == ns
+        )
         if len(self._plans) >= _DIST_SETS_MAX:
             self._plans.clear()
         self._plans[keys] = plan

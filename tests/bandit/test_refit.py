@@ -187,3 +187,14 @@ def test_a_saved_window_is_packed_and_the_first_format_still_loads() -> None:
     restored = RefitModel(REFIT.model, 3, model=old)  # type: ignore[arg-type]
     assert list(restored._window) == list(model._window)
     assert restored._counts == model._counts and restored._outcomes == model._outcomes
+
+
+def test_a_shoppers_id_is_never_crossed_or_cached_unless_a_float() -> None:
+    model = _model(Policy(REFIT, seed=1))
+    context: dict = {"u_id": "s-123", "u_age": "18-24", "c_hour": "9", "u_vip": True}
+    assert model._shared(context) == ("U^age=18-24", "U^vip=1")
+    assert ("u_id", "s-123") not in model._items
+    assert ("u_age", "18-24") in model._items
+    # a float id is a magnitude, not an id token: crossed like any float (same order as keys)
+    assert model._shared({**context, "u_id": 2.5}) == ("U^id:2.5", "U^age=18-24", "U^vip=1")
+    assert model._shared({**context, "u_id": ["a", "b"]}) == ("U^age=18-24", "U^vip=1")
