@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from bandit.checkpoint import Checkpoint
 from bandit.errors import BanditError, CheckpointError, ConfigError
-from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
+from bandit.join import Joined, Rejected, RewardJoiner
 from bandit.policy import Policy, PolicyConfig
 from bandit.promotion import PromotionConfig, PromotionGate, Serving
 from bandit.reward import DEFAULT_REWARD, RewardConfig
@@ -389,16 +389,26 @@ class Learner:
         skew = self.config.event_time_skew_s
         add_decision, add_feedback = joiner.add_decision, joiner.add_feedback
         sharded, shard = self.config.shards > 1, self.config.shard
+        # the latest time seen is kept per run of one partition's records (a client hands
+        # them out in runs) and written to ``latest`` when the run ends
+        run: PartitionKey | None = None
+        run_seen = -math.inf
         for rec in records:
             topic, partition, offset, _, logged_ms, event = rec
             ts = event.ts.timestamp()  # type: ignore[attr-defined]
             if limit is not None and ts > limit:
                 self._reject_future(rec, now)
                 continue
-            key = (topic, partition)
-            seen = ts if skew is None else bounded_event_time(ts, logged_ms, skew)
-            if seen > latest.get(key, -math.inf):
-                latest[key] = seen
+            # bandit.join.bounded_event_time, without its call (one per record)
+            seen = ts
+            if skew is not None and logged_ms >= 0 and logged_ms / 1000.0 + skew < ts:
+                seen = logged_ms / 1000.0 + skew
+            if run is None or partition != run[1] or topic != run[0]:
+                if run is not None and run_seen > latest.get(run, -math.inf):
+                    latest[run] = run_seen
+                run, run_seen = (topic, partition), seen
+            elif seen > run_seen:
+                run_seen = seen
             if isinstance(event, Decision):
                 if sharded and self.sharding.of_product(event.product_id) != shard:
                     self._misrouted(event)
@@ -409,6 +419,8 @@ class Learner:
                 continue
             if rejected:
                 self._dead_letter(rejected)
+        if run is not None and run_seen > latest.get(run, -math.inf):
+            latest[run] = run_seen
         watermark, caught_up = self._watermark(idle=not records)
         if self.config.feedback_lead_s is not None and self.config.kafka_client == "librdkafka":
             self._pace_feedback(self.config.feedback_lead_s)
