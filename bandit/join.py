@@ -420,7 +420,7 @@ class RewardJoiner:
                     heapq.heappush(heap, item)
                 raise
         pop_open, closed, closed_heap = self._open.pop, self._closed, self._closed_heap
-        rewards, wm, span = self._rewards, self._wm, self.window_s + self.lateness_s
+        wm, span = self._wm, self.window_s + self.lateness_s
         unseen = 0
         for close_at, eid in due:
             op = pop_open(eid)
@@ -429,8 +429,7 @@ class RewardJoiner:
             forget_at = (close_at if close_at > wm else wm) + span
             closed[eid] = forget_at
             heapq.heappush(closed_heap, (forget_at, eid))
-            kinds = op.kinds
-            value = rewards[kinds] if kinds in rewards else self._reward(kinds)
+            value = self._reward(op.kinds)
             if value is None:
                 unseen += 1
             else:

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from bandit.checkpoint import Checkpoint
 from bandit.errors import BanditError, CheckpointError, ConfigError
-from bandit.join import Joined, Rejected, RewardJoiner
+from bandit.join import Joined, Rejected, RewardJoiner, bounded_event_time
 from bandit.policy import Policy, PolicyConfig
 from bandit.promotion import PromotionConfig, PromotionGate, Serving
 from bandit.reward import DEFAULT_REWARD, RewardConfig
@@ -399,10 +399,7 @@ class Learner:
             if limit is not None and ts > limit:
                 self._reject_future(rec, now)
                 continue
-            # bandit.join.bounded_event_time, without its call (one per record)
-            seen = ts
-            if skew is not None and logged_ms >= 0 and logged_ms / 1000.0 + skew < ts:
-                seen = logged_ms / 1000.0 + skew
+            seen = ts if skew is None else bounded_event_time(ts, logged_ms, skew)
             if run is None or partition != run[1] or topic != run[0]:
                 if run is not None and run_seen > latest.get(run, -math.inf):
                     latest[run] = run_seen

@@ -282,15 +282,7 @@ class Policy:
         for decision, reward in items:
             if not isfinite(reward):
                 raise FeatureError("reward", f"must be finite, got {reward!r}")
-            last = self._last_logged
-            if (
-                last is not None
-                and decision.actions is last[0]
-                and decision.action_features is last[1]
-            ):
-                acts = last[2]  # _logged_actions' own first check, without its call
-            else:
-                acts = self._logged_actions(decision)
+            acts = self._logged_actions(decision)
             # a named tuple built without its Python-level __new__ (one per learned event)
             yield _new(Example, (decision.context, acts, decision.action, reward, decision.pscore))
 

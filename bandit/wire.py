@@ -263,7 +263,7 @@ class WireDecision(Decision):
             d is None
             or pool is None
             or not _consistent(d, len(pool[0]))
-            or (d.product_id not in _IDS and not _known_id(d.product_id))
+            or not _known_id(d.product_id)
         ):
             return Decision.model_validate_json(json_data, **kwargs)
         context = d.context
@@ -336,7 +336,7 @@ class WireFeedback(Feedback):
                 "schema_version": 1,
                 "feedback_id": f.feedback_id,
                 "event_id": f.event_id,
-                "ts": ts if (ts := f.ts) is not msgspec.UNSET and ts.tzinfo is UTC else _utc(ts),
+                "ts": _utc(f.ts),
                 "kind": f.kind,
                 "value": f.value,
             },
