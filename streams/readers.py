@@ -162,6 +162,10 @@ class KafkaPythonReader:
         self._c.close(autocommit=False)
 
 
+#: librdkafka's first reconnect backoff (see RdKafkaReader)
+_RECONNECT_BACKOFF_MS = 20
+
+
 class RdKafkaReader:
     """confluent-kafka's consumer, assigned by hand (the learner's way of reading; a group
     subscription is left to kafka-python). Metadata and log ends come through an admin client
@@ -198,6 +202,10 @@ class RdKafkaReader:
             # that had caught up would wait for it
             "fetch.queue.backoff.ms": 10,
             "reconnect.backoff.max.ms": int(config.get("reconnect_backoff_max_ms", 1000)),
+            # the client spaces its first connections by half of this (50 ms at the default
+            # 100): after the bootstrap connection names the broker, the connection to it, and
+            # the first metadata or fetch, waited that long. Backoff still doubles to the max
+            "reconnect.backoff.ms": _RECONNECT_BACKOFF_MS,
             "logger": _log,
         }
         self._has_group = bool(config.get("group_id"))
@@ -223,6 +231,7 @@ class RdKafkaReader:
                 {
                     "bootstrap.servers": self._settings["bootstrap.servers"],
                     "client.id": f"{self._settings['client.id']}-admin",
+                    "reconnect.backoff.ms": _RECONNECT_BACKOFF_MS,
                     "logger": self._settings["logger"],
                 }
             )
