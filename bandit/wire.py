@@ -10,7 +10,8 @@ restated for msgspec, in two views of the same fields.
   are exactly pydantic's; msgspec only ever takes the fast path for what pydantic would accept
   unchanged. Tests hold the two paths equal. A decision's pool part (``actions`` and
   ``action_features``, two thirds of its bytes) is the same text in every decision of a pool: it
-  is validated once per distinct text and its decoded lists are shared after that.
+  is validated once per distinct text and its decoded lists are shared after that; so is its
+  ``action_dist`` (a logging policy gives many decisions the same few distributions).
 - :class:`WireFeedback`, the same for the feedback topic: pydantic costs ~40x msgspec on a
   feedback line, and the learner reads about one per decision.
 - :class:`DecisionRow`, what ``copyloop replay`` reads of a logged decision: the few fields it
@@ -106,13 +107,17 @@ class _Lean(msgspec.Struct, gc=False):
     action_features: msgspec.Raw
     action: _Action
     pscore: _Pscore
-    action_dist: _Probabilities
+    action_dist: msgspec.Raw
     ts: AwareTime | msgspec.UnsetType = msgspec.UNSET
     context: Annotated[dict[str, _Value], msgspec.Meta(max_length=256)] = {}
     schema_version: Literal[1] = 1
 
 
 _LEAN = msgspec.json.Decoder(_Lean)
+_DIST = msgspec.json.Decoder(_Probabilities)
+#: a distribution's JSON -> its decoded list (None: not valid as is)
+_DISTS: dict[bytes, list[float] | None] = {}
+_DISTS_MAX = 20_000
 _ACTIONS = msgspec.json.Decoder(
     Annotated[list[_Id], msgspec.Meta(min_length=1, max_length=MAX_ACTIONS)]
 )
@@ -236,10 +241,26 @@ def _utc(ts: datetime | msgspec.UnsetType) -> datetime:
     return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
 
 
-def _consistent(d: _Lean, n: int) -> bool:
+def _dist(raw: msgspec.Raw) -> list[float] | None:
+    """A decision's action probabilities, decoded and checked on first sight of their text:
+    a logging policy gives the same few distributions to many decisions, which then share
+    one list (nothing downstream changes it)."""
+    key = bytes(raw)
+    hit = _DISTS.get(key, _MISSING)
+    if hit is _MISSING:
+        try:
+            hit = _DIST.decode(key)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            hit = None
+        if len(_DISTS) >= _DISTS_MAX:
+            _DISTS.clear()
+        _DISTS[key] = hit
+    return hit  # type: ignore[return-value]
+
+
+def _consistent(d: _Lean, dist: list[float], n: int) -> bool:
     """``Decision``'s cross-field rules (streams.schemas) for ``n`` actions, checked on the
     fast path (msgspec has checked each probability >= 0)."""
-    dist = d.action_dist
     # a sum within 1e-4 of 1 is finite, so every entry is (an inf or a NaN would carry into it)
     return (
         len(dist) == n
@@ -259,10 +280,12 @@ class WireDecision(Decision):
         except (msgspec.ValidationError, msgspec.DecodeError):
             d = None
         pool = None if d is None else _pool(d.actions, d.action_features)
+        dist = None if pool is None else _dist(d.action_dist)  # type: ignore[union-attr]
         if (
             d is None
             or pool is None
-            or not _consistent(d, len(pool[0]))
+            or dist is None
+            or not _consistent(d, dist, len(pool[0]))
             or not _known_id(d.product_id)
         ):
             return Decision.model_validate_json(json_data, **kwargs)
@@ -297,7 +320,7 @@ class WireDecision(Decision):
                 "action_features": pool[1],
                 "action": d.action,
                 "pscore": d.pscore,
-                "action_dist": d.action_dist,
+                "action_dist": dist,
             },
         )
         return built

@@ -143,6 +143,21 @@ def test_a_pool_is_checked_once_and_shared() -> None:
         decode(WireDecision, json.dumps(bad).encode())
 
 
+def test_a_distribution_is_checked_once_and_shared() -> None:
+    """Decisions logged with the same probabilities share one list; a distribution found
+    invalid is rejected again on every later sight (its verdict is cached, not its text)."""
+    a, b = (
+        decode(WireDecision, _payload()),
+        decode(WireDecision, _payload(event_id=str(uuid.uuid4()))),
+    )
+    assert a.action_dist == [0.25] * 4 and a.action_dist is b.action_dist
+    other = decode(WireDecision, _payload(action_dist=[0.2, 0.3, 0.3, 0.2], pscore=0.3))
+    assert other.action_dist == [0.2, 0.3, 0.3, 0.2] and other.action_dist is not a.action_dist
+    for _ in range(2):
+        with pytest.raises(SerdeError, match="action_dist"):
+            decode(WireDecision, _payload(action_dist=[0.5, -0.25, 0.5, 0.25], pscore=0.5))
+
+
 def test_decoded_events_share_one_fields_set_that_copies_never_change() -> None:
     """Every decoded decision reports all its fields set, from one shared set; a copy with an
     update gets a set of its own, so the shared one, and every other decision, is unchanged."""
