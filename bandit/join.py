@@ -56,15 +56,15 @@ import numpy as np
 
 from bandit.errors import CheckpointError, ConfigError
 from bandit.reward import DEFAULT_REWARD, RewardConfig
-from bandit.wire import WireDecision, assemble
-from streams.schemas import FEEDBACK_KINDS, ActionFeatures, Decision, Feedback
+from bandit.wire import AnyDecision, AnyFeedback, LoggedDecision, WireDecision, as_event, assemble
+from streams.schemas import FEEDBACK_KINDS, ActionFeatures, Channel, Feedback
 from streams.serde import no_gc
 
 #: where a message was read, ``(partition, offset)``: for a feedback's dead letter, and for a
 #: decision, where to read it back after a restore
 Ref = tuple[int, int] | None
 #: reads the decisions at these ``(partition, offset)`` references back, in the same order
-Fetch = Callable[[Sequence[tuple[int, int]]], Sequence[Decision]]
+Fetch = Callable[[Sequence[tuple[int, int]]], Sequence[AnyDecision]]
 
 
 def fid_hash(feedback_id: str) -> int:
@@ -92,14 +92,14 @@ class Joined(NamedTuple):
     """A closed event that was seen: its decision and the reward it earned (a tuple: the
     learner makes one per event it learns)."""
 
-    decision: Decision
+    decision: AnyDecision
     reward: float
 
 
 @dataclass(frozen=True)
 class Rejected:
     #: the feedback that cannot count, or (``overflow``) the decision that was not held
-    event: Feedback | Decision
+    event: AnyFeedback | AnyDecision
     reason: Literal["late", "unknown_event", "overflow"]
     detail: str
     ref: Ref = None
@@ -154,7 +154,7 @@ class _Held(msgspec.Struct, array_like=True, gc=False):
     event_id: UUID
     ts: datetime
     product_id: str
-    channel: str
+    channel: Channel
     pool_version: int
     policy_version: str
     context: dict[str, str | int | float | bool | list[str]]
@@ -237,7 +237,7 @@ class _Open:
 
     __slots__ = ("deadline", "decision", "fids", "kinds", "ref")
 
-    def __init__(self, decision: Decision | None, deadline: float, ref: Ref = None) -> None:
+    def __init__(self, decision: AnyDecision | None, deadline: float, ref: Ref = None) -> None:
         self.decision = decision
         self.deadline = deadline
         self.ref = ref
@@ -277,7 +277,7 @@ class RewardJoiner:
         # events are keyed by ``event_id.int``: hashing a UUID runs Python code, an int's does not
         self._open: dict[int, _Open] = {}
         self._close_heap: list[tuple[float, int]] = []
-        self._orphans: dict[int, dict[str, tuple[Feedback, Ref]]] = {}
+        self._orphans: dict[int, dict[str, tuple[AnyFeedback, Ref]]] = {}
         self._orphan_heap: list[tuple[float, int, str]] = []
         #: recently closed events → when to forget them (to spot duplicates and late feedback)
         self._closed: dict[int, float] = {}
@@ -299,7 +299,7 @@ class RewardJoiner:
 
     # -- input ----------------------------------------------------------------------------
     def add_decision(
-        self, decision: Decision, ref: Ref = None, ts: float | None = None
+        self, decision: AnyDecision, ref: Ref = None, ts: float | None = None
     ) -> list[Rejected]:
         """Open ``decision``'s event; returns buffered feedback for it that cannot count, or
         the decision itself when ``max_open`` events are open already. ``ts``: its time in
@@ -333,7 +333,7 @@ class RewardJoiner:
         return rejected
 
     def add_feedback(
-        self, feedback: Feedback, ref: Ref = None, ts: float | None = None
+        self, feedback: AnyFeedback, ref: Ref = None, ts: float | None = None
     ) -> list[Rejected]:
         """Count ``feedback`` towards its event (or hold it until its decision arrives);
         ``ts`` as for :meth:`add_decision`."""
@@ -345,7 +345,7 @@ class RewardJoiner:
         r = self._attach(feedback, ref, ts)
         return [] if r is None else [r]
 
-    def _attach(self, fb: Feedback, ref: Ref, ts: float | None = None) -> Rejected | None:
+    def _attach(self, fb: AnyFeedback, ref: Ref, ts: float | None = None) -> Rejected | None:
         eid = fb.event_id.int
         if ts is None:
             ts = fb.ts.timestamp()
@@ -497,7 +497,7 @@ class RewardJoiner:
             by_ref=_columns(ids, by_ref),
             inline=_inline_state(inline) if inline else b"",
             orphans=[
-                (fb.model_dump_json().encode("utf-8"), ref)
+                (as_event(fb).model_dump_json().encode("utf-8"), ref)
                 for held_fb in self._orphans.values()
                 for fb, ref in held_fb.values()
             ],
@@ -703,24 +703,20 @@ def _inline_state(ops: list[_Open]) -> bytes:
     )
 
 
-def _decision(h: _Held, actions: list[str], features: list[ActionFeatures]) -> Decision:
+def _decision(h: _Held, actions: list[str], features: list[ActionFeatures]) -> LoggedDecision:
     """A checkpointed open decision (checked when it was first read) with its pool."""
-    built: Decision = assemble(
-        Decision,
-        {
-            "schema_version": 1,
-            "event_id": h.event_id,
-            "ts": h.ts.astimezone(UTC),
-            "product_id": h.product_id,
-            "channel": h.channel,
-            "pool_version": h.pool_version,
-            "policy_version": h.policy_version,
-            "context": h.context,
-            "actions": actions,
-            "action_features": features,
-            "action": h.action,
-            "pscore": h.pscore,
-            "action_dist": h.action_dist,
-        },
+    return LoggedDecision(
+        1,
+        h.event_id,
+        h.ts.astimezone(UTC),
+        h.product_id,
+        h.channel,
+        h.pool_version,
+        h.policy_version,
+        h.context,
+        actions,
+        features,
+        h.action,
+        h.pscore,
+        h.action_dist,
     )
-    return built

@@ -49,7 +49,14 @@ from bandit.policy import Policy, PolicyConfig
 from bandit.promotion import PromotionConfig, PromotionGate, Serving
 from bandit.reward import DEFAULT_REWARD, RewardConfig
 from bandit.snapshot import write_snapshot
-from bandit.wire import WireDecision, WireFeedback
+from bandit.wire import (
+    AnyDecision,
+    LoggedDecision,
+    LoggedFeedback,
+    WireDecision,
+    WireFeedback,
+    as_event,
+)
 from streams.consumer import EventConsumer, PartitionKey, Received
 from streams.deadletter import DeadLetterWriter
 from streams.errors import StreamsError
@@ -406,11 +413,13 @@ class Learner:
                 run, run_seen = (topic, partition), seen
             elif seen > run_seen:
                 run_seen = seen
-            if isinstance(event, Decision):
+            # the learner's decoders give logged events; the pydantic ones are for a caller's
+            # own consumer (tests)
+            if isinstance(event, LoggedDecision) or isinstance(event, Decision):  # noqa: SIM101
                 if sharded and self.sharding.of_product(event.product_id) != shard:
                     self._misrouted(event)
                 rejected = add_decision(event, (partition, offset), ts)
-            elif isinstance(event, Feedback):
+            elif isinstance(event, LoggedFeedback) or isinstance(event, Feedback):  # noqa: SIM101
                 rejected = add_feedback(event, (partition, offset), ts)
             else:
                 continue
@@ -687,16 +696,16 @@ class Learner:
             raise CheckpointError(f"locking {path} failed: {exc}") from exc
         self._lock_fd = fd
 
-    def _fetch_decisions(self, refs: Sequence[tuple[int, int]]) -> list[Decision]:
+    def _fetch_decisions(self, refs: Sequence[tuple[int, int]]) -> list[AnyDecision]:
         """Read back open decisions a restored checkpoint kept by reference (see
         :mod:`bandit.join`); one the topic no longer holds stops the learner, since it could
         not be learned exactly once."""
         topic = self.config.topics.decisions
         found = self.consumer.fetch(topic, refs)
-        out: list[Decision] = []
+        out: list[AnyDecision] = []
         for ref in refs:
             d = found.get(ref)
-            if not isinstance(d, Decision):
+            if not isinstance(d, LoggedDecision | Decision):
                 raise CheckpointError(
                     f"the checkpoint's open decision at `{topic}` partition {ref[0]} offset "
                     f"{ref[1]} is no longer in the topic: its retention must cover the reward "
@@ -748,14 +757,14 @@ class Learner:
                 partition=partition,
                 offset=offset,
                 key=str(r.event.event_id).encode("utf-8"),
-                value=encode(r.event),
+                value=encode(as_event(r.event)),
                 reason=r.detail,
             )
             reasons = self.stats.dead_letter_reasons
             reasons[r.reason] = reasons.get(r.reason, 0) + 1
         self.stats.dead_lettered += len(rejected)
 
-    def _misrouted(self, event: Decision) -> None:
+    def _misrouted(self, event: AnyDecision) -> None:
         """Learned all the same (its feedback is on this shard's partitions too, so it is
         learned exactly once), but by a model that does not serve its product: counted, and
         said once."""
@@ -779,7 +788,7 @@ class Learner:
             partition=rec.partition,
             offset=rec.offset,
             key=rec.key.encode("utf-8") if rec.key is not None else None,
-            value=encode(rec.event),
+            value=encode(as_event(rec.event)),
             reason=f"field `ts`: {ahead:.0f} s ahead of the learner's clock "
             f"(at most {self.config.max_future_s:.0f} s)",
         )

@@ -40,6 +40,7 @@ from bandit.join import Joined
 from bandit.ope import estimate
 from bandit.promotion import Serving
 from bandit.snapshot import load_snapshot
+from bandit.wire import AnyDecision, AnyFeedback, LoggedDecision, LoggedFeedback
 from streams.consumer import Received
 from streams.errors import StreamsError
 from streams.schemas import Decision, Event, FeatureValue, Feedback, LoopStats
@@ -87,7 +88,7 @@ def segment_of(context: Mapping[str, FeatureValue], keys: Sequence[str] = SEGMEN
     return "|".join(str(context.get(k, "?")) for k in keys)
 
 
-def explored(decision: Decision) -> bool:
+def explored(decision: AnyDecision) -> bool:
     """Whether the chosen variant was not the single most probable one: a draw away from the
     policy's mode, or a draw among ties (a uniform policy explores every time)."""
     dist = decision.action_dist
@@ -98,13 +99,13 @@ def explored(decision: Decision) -> bool:
 class Evaluator(Protocol):
     """What scores the joined rows: the policy the rankers serve (``Policy.pmf_logged``)."""
 
-    def pmf_logged(self, decision: Decision) -> list[float]: ...
+    def pmf_logged(self, decision: AnyDecision) -> list[float]: ...
 
 
 class Uniform:
     """The untrained policy rankers hold before the first snapshot: every variant alike."""
 
-    def pmf_logged(self, decision: Decision) -> list[float]:
+    def pmf_logged(self, decision: AnyDecision) -> list[float]:
         return [1.0 / len(decision.actions)] * len(decision.actions)
 
 
@@ -138,7 +139,7 @@ class LoopCounts:
         self.versions: dict[tuple[str, str], float] = {}
         self.ope: deque[tuple[float, float, float, float]] = deque(maxlen=ope_rows)
         #: joined rows waiting to be scored by the policy: (decision, clicked, bucket)
-        self.unscored: deque[tuple[Decision, bool, int]] = deque(maxlen=ope_rows)
+        self.unscored: deque[tuple[AnyDecision, bool, int]] = deque(maxlen=ope_rows)
         # by the event id's integer: no string built per record
         self._events: OrderedDict[int, int] = OrderedDict()
         self._waiting: OrderedDict[int, int] = OrderedDict()
@@ -153,9 +154,9 @@ class LoopCounts:
                 continue  # read again after a rewind or restart: counted already
             offsets[key] = rec.offset + 1
             event = rec.event
-            if isinstance(event, Decision):
+            if isinstance(event, LoggedDecision | Decision):
                 self.add_decision(event)
-            elif isinstance(event, Feedback):
+            elif isinstance(event, LoggedFeedback | Feedback):
                 self.add_feedback(event)
 
     def _bucket(self, number: int) -> list[float]:
@@ -179,7 +180,7 @@ class LoopCounts:
                 self.variants.setdefault(key, [0, 0, 0, 0])
         return slot
 
-    def add_decision(self, decision: Decision) -> None:
+    def add_decision(self, decision: AnyDecision) -> None:
         eid = decision.event_id.int
         if eid in self._events:
             self.totals["duplicates"] += 1
@@ -208,7 +209,7 @@ class LoopCounts:
         if early:
             self._apply(eid, early)
 
-    def add_feedback(self, feedback: Feedback) -> None:
+    def add_feedback(self, feedback: AnyFeedback) -> None:
         flag = _FLAG_OF.get(feedback.kind, 0)
         if not flag:
             return  # add_to_cart: in the reward, not in these rates

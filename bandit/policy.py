@@ -22,7 +22,7 @@ from bandit.features import check_encoded
 from bandit.refit import Contribution, RefitConfig
 from bandit.scoring import MAX_ACTIONS, ActionSet, Example, ScoringModel
 from bandit.vw import VWConfig
-from bandit.wire import assemble
+from bandit.wire import AnyDecision, assemble
 from streams.schemas import (
     CHANNELS,
     IDENTIFIER_RE,
@@ -267,17 +267,17 @@ class Policy:
         )
         return decision
 
-    def learn(self, decision: Decision, reward: float) -> None:
+    def learn(self, decision: AnyDecision, reward: float) -> None:
         """Learn that ``decision``'s chosen action earned ``reward`` (higher is better)."""
         self.learn_many([(decision, reward)])
 
-    def learn_many(self, items: Iterable[tuple[Decision, float]]) -> int:
+    def learn_many(self, items: Iterable[tuple[AnyDecision, float]]) -> int:
         """Learn joined events in order; returns how many were learned."""
         n = self.model.learn(self._examples(items))
         self.learned += n
         return n
 
-    def _examples(self, items: Iterable[tuple[Decision, float]]) -> Iterator[Example]:
+    def _examples(self, items: Iterable[tuple[AnyDecision, float]]) -> Iterator[Example]:
         isfinite = math.isfinite
         for decision, reward in items:
             if not isfinite(reward):
@@ -286,7 +286,7 @@ class Policy:
             # a named tuple built without its Python-level __new__ (one per learned event)
             yield _new(Example, (decision.context, acts, decision.action, reward, decision.pscore))
 
-    def _logged_actions(self, decision: Decision) -> ActionSet:
+    def _logged_actions(self, decision: AnyDecision) -> ActionSet:
         """The action set of a logged decision; decisions of one pool share it (and what the
         model prepared for it)."""
         ids, feats = decision.actions, decision.action_features
@@ -306,13 +306,13 @@ class Policy:
         self._last_logged = (ids, feats, hit)
         return hit
 
-    def pmf_logged(self, decision: Decision) -> list[float]:
+    def pmf_logged(self, decision: AnyDecision) -> list[float]:
         """This policy's distribution over a logged decision's own actions (for off-policy
         estimates: the decisions of one pool share the prepared action set)."""
         return normalise(self.model.pmf(decision.context, self._logged_actions(decision)))
 
     # -- why ------------------------------------------------------------------------------
-    def explain(self, decision: Decision, top: int = 5) -> list[Contribution] | None:
+    def explain(self, decision: AnyDecision, top: int = 5) -> list[Contribution] | None:
         """The ``top`` features that moved ``decision``'s chosen variant's score most, by this
         policy's model; None when the model cannot say (VW keeps hashed weights, not named
         ones: its answer is the decision's probabilities alone)."""

@@ -50,7 +50,7 @@ from bandit.snapshot import (
     write_serving,
     write_snapshot,
 )
-from streams.schemas import Decision
+from bandit.wire import AnyDecision
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def judge(
     )
 
 
-def _action_set(sets: dict[tuple[str, ...], ActionSet], decision: Decision) -> ActionSet:
+def _action_set(sets: dict[tuple[str, ...], ActionSet], decision: AnyDecision) -> ActionSet:
     """The logged action set, shared by the decisions of one pool (and what models prepared)."""
     key = tuple(decision.actions)
     hit = sets.get(key)

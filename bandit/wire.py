@@ -4,16 +4,22 @@ restated for msgspec, in two views of the same fields.
 - :class:`WireDecision`, the learner's decisions-topic model. Validating a logged ``Decision``
   (8 actions, ~1.5 kB of JSON) with pydantic costs several times more than learning it in VW,
   so its ``model_validate_json`` checks a message with msgspec against the same constraints
-  (types, bounds, patterns, then the cross-field rules of ``Decision``) and builds the ordinary
-  pydantic event without validating it a second time. Any message msgspec does not accept as is
-  goes through pydantic itself, so the result, and the error naming the field for a dead letter,
-  are exactly pydantic's; msgspec only ever takes the fast path for what pydantic would accept
-  unchanged. Tests hold the two paths equal. A decision's pool part (``actions`` and
-  ``action_features``, two thirds of its bytes) is the same text in every decision of a pool: it
-  is validated once per distinct text and its decoded lists are shared after that; so is its
-  ``action_dist`` (a logging policy gives many decisions the same few distributions).
-- :class:`WireFeedback`, the same for the feedback topic: pydantic costs ~40x msgspec on a
-  feedback line, and the learner reads about one per decision.
+  (types, bounds, patterns, then the cross-field rules of ``Decision``) and returns a
+  :class:`LoggedDecision`: the same fields as a frozen msgspec struct, which the learner holds
+  for a whole reward window (a pydantic event keeps its fields in a dict: building one cost
+  more than the decoding, and held, a third more memory). Any message msgspec does not accept
+  as is goes through pydantic itself, so the values, and the error naming the field for a dead
+  letter, are exactly pydantic's; msgspec only ever takes the fast path for what pydantic would
+  accept unchanged. Tests hold the two paths equal. ``LoggedDecision.event()`` gives the
+  pydantic event back where one is written out (a dead letter). A decision's pool part
+  (``actions`` and ``action_features``, two thirds of its bytes) is the same text in every
+  decision of a pool: it is validated once per distinct text and its decoded lists are shared
+  after that; so is its ``action_dist`` (a logging policy gives many decisions the same few
+  distributions).
+- :class:`WireFeedback`, the same for the feedback topic (to a :class:`LoggedFeedback`):
+  pydantic costs ~40x msgspec on a feedback line, and the learner reads about one per decision.
+- ``AnyDecision`` and ``AnyFeedback``: what the joiner, the policy and the loop's figures take,
+  either kind (the simulator and replay hand them pydantic events).
 - :class:`DecisionRow`, what ``copyloop replay`` reads of a logged decision: the few fields it
   needs, the rest of the line skipped unparsed (a whole decision decodes ~7x slower, and replay
   has a budget of 200,000 events/s).
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from sys import intern
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeAlias, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -33,8 +39,11 @@ from streams.schemas import (
     IDENTIFIER_MAX_LENGTH,
     IDENTIFIER_RE,
     ActionFeatures,
+    Channel,
     Decision,
+    FeatureValue,
     Feedback,
+    FeedbackKind,
 )
 
 #: the most actions a decision holds
@@ -270,11 +279,72 @@ def _consistent(d: _Lean, dist: list[float], n: int) -> bool:
     )
 
 
-class WireDecision(Decision):
-    """The decisions topic's model for the learner; decodes to a plain :class:`Decision`."""
+_E = TypeVar("_E", Decision, Feedback)
+
+
+class _Logged(msgspec.Struct, Generic[_E], frozen=True, gc=False):
+    """An event as the learner reads and holds it: the contract's fields, in its order,
+    checked as its model checks them (built by the wire models here only)."""
+
+    _model: ClassVar[type[BaseModel]]
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Decision:  # type: ignore[override]
+    def of(cls, event: _E) -> Self:
+        return cls(**vars(event))
+
+    def event(self) -> _E:
+        """The pydantic event (its values already checked)."""
+        built: _E = assemble(self._model, msgspec.structs.asdict(self))
+        return built
+
+
+class LoggedDecision(_Logged[Decision], frozen=True, gc=False):
+    """A logged :class:`Decision` (see :class:`WireDecision`)."""
+
+    _model = Decision
+    schema_version: Literal[1]
+    event_id: UUID
+    ts: datetime
+    product_id: str
+    channel: Channel
+    pool_version: int
+    policy_version: str
+    context: dict[str, FeatureValue]
+    actions: list[str]
+    action_features: list[ActionFeatures]
+    action: int
+    pscore: float
+    action_dist: list[float]
+
+
+class LoggedFeedback(_Logged[Feedback], frozen=True, gc=False):
+    """A :class:`Feedback` (see :class:`WireFeedback`)."""
+
+    _model = Feedback
+    schema_version: Literal[1]
+    feedback_id: str
+    event_id: UUID
+    ts: datetime
+    kind: FeedbackKind
+    value: float | None
+
+
+AnyDecision: TypeAlias = Decision | LoggedDecision
+AnyFeedback: TypeAlias = Feedback | LoggedFeedback
+
+
+def as_event(event: Any) -> Any:
+    """The pydantic event of a logged one; any other event as it is."""
+    return event.event() if isinstance(event, _Logged) else event
+
+
+class WireDecision(Decision):
+    """The decisions topic's model for the learner; decodes to a :class:`LoggedDecision`."""
+
+    @classmethod
+    def model_validate_json(  # type: ignore[override]
+        cls, json_data: str | bytes | bytearray, **kwargs: Any
+    ) -> LoggedDecision:
         try:
             d = _LEAN.decode(json_data)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -288,7 +358,7 @@ class WireDecision(Decision):
             or not _consistent(d, dist, len(pool[0]))
             or not _known_id(d.product_id)
         ):
-            return Decision.model_validate_json(json_data, **kwargs)
+            return LoggedDecision.of(Decision.model_validate_json(json_data, **kwargs))
         context = d.context
         # pending decisions wait a whole reward window in the learner: strings that repeat
         # across them (buckets, variant ids) are shared, a third of the memory. A dict of its
@@ -304,26 +374,22 @@ class WireDecision(Decision):
                     shared[v] = v
                 else:
                     context[k] = s
-        built: Decision = assemble(
-            Decision,
-            {
-                "schema_version": 1,
-                "event_id": d.event_id,
-                "ts": _utc(d.ts),
-                "product_id": d.product_id,
-                "channel": d.channel,
-                "pool_version": d.pool_version,
-                "policy_version": d.policy_version,
-                "context": context,
-                # a pool's lists are shared by its decisions: nothing downstream changes them
-                "actions": pool[0],
-                "action_features": pool[1],
-                "action": d.action,
-                "pscore": d.pscore,
-                "action_dist": dist,
-            },
+        # a pool's lists are shared by its decisions: nothing downstream changes them
+        return LoggedDecision(
+            1,
+            d.event_id,
+            _utc(d.ts),
+            d.product_id,
+            d.channel,
+            d.pool_version,
+            d.policy_version,
+            context,
+            pool[0],
+            pool[1],
+            d.action,
+            d.pscore,
+            dist,
         )
-        return built
 
 
 class _Feedback(msgspec.Struct, gc=False):
@@ -342,29 +408,20 @@ _match_id = IDENTIFIER_RE.match
 
 
 class WireFeedback(Feedback):
-    """The feedback topic's model for the learner; decodes to a plain :class:`Feedback`, by
+    """The feedback topic's model for the learner; decodes to a :class:`LoggedFeedback`, by
     msgspec when it accepts the message as is, else by pydantic (see the module)."""
 
     @classmethod
-    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Feedback:  # type: ignore[override]
+    def model_validate_json(  # type: ignore[override]
+        cls, json_data: str | bytes | bytearray, **kwargs: Any
+    ) -> LoggedFeedback:
         try:
             f = _FEEDBACK.decode(json_data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             f = None
         if f is None or _match_id(f.feedback_id) is None:
-            return Feedback.model_validate_json(json_data, **kwargs)
-        built: Feedback = assemble(
-            Feedback,
-            {
-                "schema_version": 1,
-                "feedback_id": f.feedback_id,
-                "event_id": f.event_id,
-                "ts": _utc(f.ts),
-                "kind": f.kind,
-                "value": f.value,
-            },
-        )
-        return built
+            return LoggedFeedback.of(Feedback.model_validate_json(json_data, **kwargs))
+        return LoggedFeedback(1, f.feedback_id, f.event_id, _utc(f.ts), f.kind, f.value)
 
 
 # serde names the model in a dead letter's reason ("invalid Decision: field `x` ..."); the

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from bandit.ope_stats import wilson_interval
-from streams.schemas import Decision, Feedback
+from bandit.wire import AnyDecision, AnyFeedback
 
 _IMPRESSION = 1
 _CLICK = 2
@@ -64,7 +64,7 @@ class VariantStats:
         self.duplicates = 0
         self.orphans_dropped = 0
 
-    def add_decision(self, decision: Decision) -> None:
+    def add_decision(self, decision: AnyDecision) -> None:
         key = str(decision.event_id)
         variant = decision.actions[decision.action]
         with self._lock:
@@ -84,7 +84,7 @@ class VariantStats:
             if early:
                 self._apply(key, early)
 
-    def add_feedback(self, feedback: Feedback) -> None:
+    def add_feedback(self, feedback: AnyFeedback) -> None:
         flag = {"impression": _IMPRESSION, "click": _CLICK}.get(feedback.kind, 0)
         if not flag:
             return  # add_to_cart and purchase do not change impressions or clicks

@@ -14,7 +14,7 @@ from typing import Any
 
 from bandit.errors import BanditError
 from bandit.snapshot import PolicyHolder, load_snapshot
-from bandit.wire import WireDecision, WireFeedback
+from bandit.wire import LoggedDecision, LoggedFeedback, WireDecision, WireFeedback
 from service.ranker.counts import VariantStats
 from service.ranker.pool_cache import PoolCache
 from streams.consumer import EventConsumer, PartitionKey, Received
@@ -295,7 +295,7 @@ class StatsFeed(_Feed):
     def _handle(self, records: list[Received[Event]], consumer: EventConsumer) -> None:
         for rec in records:
             event = rec.event
-            if isinstance(event, Decision):
+            if isinstance(event, LoggedDecision | Decision):
                 self.stats.add_decision(event)
-            elif isinstance(event, Feedback):
+            elif isinstance(event, LoggedFeedback | Feedback):
                 self.stats.add_feedback(event)

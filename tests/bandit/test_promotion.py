@@ -160,6 +160,7 @@ class Stream:
         events: list[Event] = []
         for j in _logged(self.rng, n, self.t):
             d, t = j.decision, j.decision.ts.timestamp() - at(0).timestamp()
+            assert isinstance(d, Decision)  # made by `decision` here
             events += [d, feedback(d, "impression", t + 0.5)]
             if j.reward:
                 events.append(feedback(d, "click", t + 1.0))

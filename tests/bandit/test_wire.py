@@ -4,9 +4,10 @@ import json
 import random
 import uuid
 
+import msgspec
 import pytest
 
-from bandit.wire import WireDecision, WireFeedback
+from bandit.wire import LoggedDecision, LoggedFeedback, WireDecision, WireFeedback, as_event
 from streams.errors import SerdeError
 from streams.schemas import Decision, Feedback
 from streams.serde import decode, encode
@@ -25,6 +26,12 @@ def _payload(**changes: object) -> bytes:
     return json.dumps(data, ensure_ascii=False).encode()
 
 
+def _logged(raw: bytes) -> LoggedDecision:
+    d = decode(WireDecision, raw)
+    assert type(d) is LoggedDecision
+    return d
+
+
 def test_fast_path_equals_pydantic_on_varied_decisions() -> None:
     rng = random.Random(1)
     for i in range(200):
@@ -32,8 +39,9 @@ def test_fast_path_equals_pydantic_on_varied_decisions() -> None:
         ctx = {**synth.context(s), "c_score": rng.random(), "u_cats": ["服装", "美妆"], "c_n": i}
         raw = encode(decision(rng.random() * 1000, action=rng.randrange(4), context=ctx))
         fast, slow = decode(WireDecision, raw), decode(Decision, raw)
-        assert type(fast) is Decision and fast == slow
-        assert fast.model_dump_json() == slow.model_dump_json()
+        assert type(fast) is LoggedDecision and fast == LoggedDecision.of(slow)
+        assert fast.event() == slow
+        assert fast.event().model_dump_json() == slow.model_dump_json()
 
 
 @pytest.mark.parametrize(
@@ -50,10 +58,11 @@ def test_fast_path_equals_pydantic_on_varied_decisions() -> None:
 def test_accepted_inputs_decode_alike(changes: dict) -> None:
     raw = _payload(**changes)
     fast, slow = decode(WireDecision, raw), decode(Decision, raw)
+    assert type(fast) is LoggedDecision
     if "ts" in changes and changes["ts"] is ...:
         assert abs((fast.ts - slow.ts).total_seconds()) < 5  # both "now"
-        fast = fast.model_copy(update={"ts": slow.ts})
-    assert fast == slow
+        fast = msgspec.structs.replace(fast, ts=slow.ts)
+    assert fast.event() == slow
 
 
 @pytest.mark.parametrize(
@@ -129,13 +138,14 @@ def test_feedback_fast_path_equals_pydantic(payload: dict) -> None:
         assert fast_exc.value.reason == exc.reason
         return
     fast = decode(WireFeedback, raw)
-    assert type(fast) is Feedback and fast == slow
+    assert type(fast) is LoggedFeedback and fast == LoggedFeedback.of(slow)
+    assert fast.event() == slow and fast.event().model_dump_json() == slow.model_dump_json()
 
 
 def test_a_pool_is_checked_once_and_shared() -> None:
     a, b = decision(1.0), decision(2.0)
-    fa, fb = decode(WireDecision, encode(a)), decode(WireDecision, encode(b))
-    assert fa == a and fb == b
+    fa, fb = _logged(encode(a)), _logged(encode(b))
+    assert fa.event() == a and fb.event() == b
     assert fa.actions is fb.actions and fa.action_features is fb.action_features
     bad = json.loads(encode(a))
     bad["action_features"][0]["language"] = "fr"  # an invalid pool is never cached as valid
@@ -159,12 +169,23 @@ def test_a_distribution_is_checked_once_and_shared() -> None:
 
 
 def test_decoded_events_share_one_fields_set_that_copies_never_change() -> None:
-    """Every decoded decision reports all its fields set, from one shared set; a copy with an
-    update gets a set of its own, so the shared one, and every other decision, is unchanged."""
-    a, b = decode(WireDecision, _payload()), decode(WireDecision, _payload(action=0))
+    """Every decision given back as a pydantic event reports all its fields set, from one
+    shared set; a copy with an update gets a set of its own, so the shared one, and every other
+    decision, is unchanged."""
+    a, b = _logged(_payload()).event(), _logged(_payload(action=0)).event()
     assert a.model_fields_set == set(Decision.model_fields) == b.model_fields_set
     copied = a.model_copy(update={"action": 1})
     assert copied.action == 1 and a.action == 2
     assert copied.model_fields_set is not a.model_fields_set
     assert b.model_fields_set == set(Decision.model_fields)
     assert a.model_dump(exclude_unset=True) == a.model_dump()
+
+
+def test_logged_events_have_the_contracts_fields_in_its_order() -> None:
+    """``event()`` and ``of()`` map field to field: a field added to the contract and not here
+    (or the other way round) fails here, not in a dead letter."""
+    assert LoggedDecision.__struct_fields__ == tuple(Decision.model_fields)
+    assert LoggedFeedback.__struct_fields__ == tuple(Feedback.model_fields)
+    d = decision(2.0)
+    assert LoggedDecision.of(d).event() == d and as_event(d) is d
+    assert as_event(LoggedDecision.of(d)) == d
