@@ -92,6 +92,8 @@ class EventConsumer:
             raise ValueError("`topics` must name at least one topic")
         self.bootstrap = bootstrap
         self.topics = dict(topics)
+        #: each topic's decoder, looked up once (a pydantic class's attribute costs ~0.1 µs)
+        self._decoders = {topic: model.model_validate_json for topic, model in topics.items()}
         #: which partition numbers :meth:`assign` takes (None: all); a learner shard's own
         #: (``streams.shards``)
         self.owns_partition = owns_partition
@@ -168,7 +170,7 @@ class EventConsumer:
         out: list[Received[Event]] = []
         first: dict[PartitionKey, int] = {}
         moved: dict[PartitionKey, int] = {}
-        models = self.topics
+        models, decoders = self.topics, self._decoders
         append = out.append
         # a client hands out runs of one partition's records: the partition's bookkeeping is
         # done when a run ends, not per record
@@ -191,7 +193,7 @@ class EventConsumer:
                     if value is None:
                         event = decode(models[topic], value)  # raises: a tombstone
                     else:
-                        event = models[topic].model_validate_json(value)
+                        event = decoders[topic](value)
                 except ValidationError as exc:
                     self._dead_letter(
                         topic, partition, offset, key, value, invalid(models[topic], exc)
