@@ -41,6 +41,7 @@ from streams.schemas import (
     ActionFeatures,
     Channel,
     Decision,
+    Event,
     FeatureValue,
     Feedback,
     FeedbackKind,
@@ -333,7 +334,7 @@ AnyDecision: TypeAlias = Decision | LoggedDecision
 AnyFeedback: TypeAlias = Feedback | LoggedFeedback
 
 
-def as_event(event: Any) -> Any:
+def as_event(event: LoggedDecision | LoggedFeedback | Event) -> Event:
     """The pydantic event of a logged one; any other event as it is."""
     return event.event() if isinstance(event, _Logged) else event
 
