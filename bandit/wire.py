@@ -27,6 +27,7 @@ restated for msgspec, in two views of the same fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from sys import intern
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeAlias, TypeVar
@@ -204,21 +205,28 @@ def _pool(
         return last[2]
     key = (bytes(actions), bytes(features))
     hit = _POOLS.get(key, _MISSING)
-    if hit is not _MISSING:
-        _LAST_POOL[:] = (actions, features, hit)
-        return hit  # type: ignore[return-value]
+    if hit is _MISSING:
+        hit = _remember(_POOLS, _POOLS_MAX, key, _decode_pool)
+    _LAST_POOL[:] = (actions, features, hit)
+    return hit  # type: ignore[return-value]
+
+
+def _decode_pool(key: tuple[bytes, bytes]) -> tuple[list[str], list[ActionFeatures]] | None:
+    ids = [intern(a) for a in _ACTIONS.decode(key[0])]
+    feats = [_features(f) for f in _ACTION_FEATURES.decode(key[1])]
+    return (ids, feats) if len(feats) == len(ids) else None
+
+
+def _remember(cache: dict[Any, Any], limit: int, key: Any, check: Callable[[Any], Any]) -> Any:
+    """``check(key)`` (None where msgspec rejects it), kept in ``cache`` (cleared once it holds
+    ``limit`` entries): for the parts of a decision that repeat, checked on first sight."""
     try:
-        ids = [intern(a) for a in _ACTIONS.decode(key[0])]
-        feats = [_features(f) for f in _ACTION_FEATURES.decode(key[1])]
-        hit = (ids, feats)
-        if len(feats) != len(ids):
-            hit = None
+        hit = check(key)
     except (msgspec.ValidationError, msgspec.DecodeError):
         hit = None
-    if len(_POOLS) >= _POOLS_MAX:
-        _POOLS.clear()
-    _POOLS[key] = hit
-    _LAST_POOL[:] = (actions, features, hit)
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = hit
     return hit
 
 
@@ -258,13 +266,7 @@ def _dist(raw: msgspec.Raw) -> list[float] | None:
     key = bytes(raw)
     hit = _DISTS.get(key, _MISSING)
     if hit is _MISSING:
-        try:
-            hit = _DIST.decode(key)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            hit = None
-        if len(_DISTS) >= _DISTS_MAX:
-            _DISTS.clear()
-        _DISTS[key] = hit
+        hit = _remember(_DISTS, _DISTS_MAX, key, _DIST.decode)
     return hit  # type: ignore[return-value]
 
 
@@ -351,7 +353,7 @@ class WireDecision(Decision):
         except (msgspec.ValidationError, msgspec.DecodeError):
             d = None
         pool = None if d is None else _pool(d.actions, d.action_features)
-        dist = None if pool is None else _dist(d.action_dist)  # type: ignore[union-attr]
+        dist = None if d is None or pool is None else _dist(d.action_dist)
         if (
             d is None
             or pool is None
